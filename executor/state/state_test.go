@@ -1,0 +1,388 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"pgregory.net/rapid"
+
+	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/document/documenttest"
+	"github.com/docexec/docexec/executor/state"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+// servers runs a test against the real redis-server and against miniredis
+// (local mode's Redis runs the same script in another Lua).
+func servers(t *testing.T, test func(t *testing.T, c rueidis.Client)) {
+	t.Run("redis-server", func(t *testing.T) { test(t, testenv.Redis(t)) })
+	t.Run("miniredis", func(t *testing.T) { test(t, testenv.MiniRedis(t)) })
+}
+
+// fresh returns the state of a new partition nobody else uses, claimed.
+func fresh(t testing.TB, c rueidis.Client, complete bool) (*state.State, uint64) {
+	t.Helper()
+	s := state.New(c, state.Options{Pool: fmt.Sprintf("test-%x", rand.Uint64()), Partition: 3})
+	claim, err := s.Claim(context.Background(), 0, complete)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, claim.Epoch
+}
+
+func changed(docs ...document.Document) []state.Update {
+	out := make([]state.Update, len(docs))
+	for i, d := range docs {
+		out[i] = state.Update{Doc: d, Emit: state.EmitChanged}
+	}
+	return out
+}
+
+// noStore is PostgreSQL with nothing in it.
+type noStore struct{ calls [][]string }
+
+func (n *noStore) Load(_ context.Context, urls []string) (map[string]document.Document, error) {
+	n.calls = append(n.calls, urls)
+	return nil, nil
+}
+
+func TestApplyFollowsTheReferenceCases(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		for _, tc := range documenttest.MergeCases() {
+			t.Run(tc.Name, func(t *testing.T) {
+				// One update per batch: the emission after each update.
+				s, epoch := fresh(t, c, false)
+				for i, u := range tc.Updates {
+					res, err := s.Apply(ctx, epoch, changed(u), int64(i+1), &noStore{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					want := tc.Emits[i]
+					if (want == nil) != (len(res.Emitted) == 0) || (want != nil && res.Emitted[0] != *want) {
+						t.Fatalf("update %d: emitted %+v, want %+v", i, res.Emitted, want)
+					}
+				}
+				checkFinal(t, s, tc.Final)
+
+				// The whole case in one batch: the same emissions in order.
+				s, epoch = fresh(t, c, true)
+				res, err := s.Apply(ctx, epoch, changed(tc.Updates...), 1, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want []document.Document
+				for _, e := range tc.Emits {
+					if e != nil {
+						want = append(want, *e)
+					}
+				}
+				if !slices.Equal(res.Emitted, want) || res.Unchanged != len(tc.Updates)-len(want) {
+					t.Fatalf("one batch emitted %+v (unchanged %d), want %+v", res.Emitted, res.Unchanged, want)
+				}
+				checkFinal(t, s, tc.Final)
+			})
+		}
+	})
+}
+
+func checkFinal(t *testing.T, s *state.State, final []document.Document) {
+	t.Helper()
+	var urls []string
+	for _, d := range final {
+		urls = append(urls, d.URL)
+	}
+	got, err := s.Get(context.Background(), urls...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range final {
+		if got[want.URL] != want {
+			t.Errorf("final state of %s: got %+v, want %+v", want.URL, got[want.URL], want)
+		}
+	}
+}
+
+func TestAnyBatchingAndOrderGivesTheGoFold(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	rapid.Check(t, func(rt *rapid.T) {
+		num := rapid.OneOf(rapid.SampledFrom([]uint64{0, 1 << 53, 1<<53 + 1, 1 << 63, ^uint64(0)}), rapid.Uint64Range(0, 9))
+		var updates []document.Document
+		for range rapid.IntRange(1, 30).Draw(rt, "n") {
+			updates = append(updates, document.Document{
+				URL:     rapid.SampledFrom([]string{"a", "b", "c", "d"}).Draw(rt, "url"),
+				PubDate: num.Draw(rt, "pub"), FetchTime: num.Draw(rt, "fetch"),
+				Text: rapid.SampledFrom([]string{"", "x", "y", "ü"}).Draw(rt, "text"),
+			})
+		}
+		want := map[string]document.Document{}
+		for _, u := range updates {
+			cur, found := want[u.URL]
+			want[u.URL], _ = document.Apply(cur, found, u)
+		}
+		s, epoch := fresh(t, c, true)
+		order := rapid.Permutation(append(updates, updates[:rapid.IntRange(0, len(updates)).Draw(rt, "dups")]...)).Draw(rt, "order")
+		for next := 0; len(order) > 0; {
+			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
+			next += size
+			if _, err := s.Apply(ctx, epoch, changed(order[:size]...), int64(next), nil); err != nil {
+				rt.Fatal(err)
+			}
+			order = order[size:]
+		}
+		got, err := s.Get(ctx, "a", "b", "c", "d")
+		if err != nil {
+			rt.Fatal(err)
+		}
+		if len(got) != len(want) {
+			rt.Fatalf("got %d urls, want %d", len(got), len(want))
+		}
+		for url, w := range want {
+			if got[url] != w {
+				rt.Fatalf("%s: got %+v, want %+v", url, got[url], w)
+			}
+		}
+	})
+}
+
+// pgCopy is a PostgreSQL copy holding some states.
+type pgCopy struct {
+	docs  map[string]document.Document
+	calls [][]string
+}
+
+func (p *pgCopy) Load(_ context.Context, urls []string) (map[string]document.Document, error) {
+	p.calls = append(p.calls, slices.Clone(urls))
+	out := map[string]document.Document{}
+	for _, u := range urls {
+		if d, ok := p.docs[u]; ok {
+			out[u] = d
+		}
+	}
+	return out, nil
+}
+
+func TestMissingStatesAreReadThroughOncePerBatch(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		stored := document.Document{URL: "old", PubDate: 1, FetchTime: 100, Text: "stored", FirstFetchTime: 50}
+		pg := &pgCopy{docs: map[string]document.Document{"old": stored}}
+		s, epoch := fresh(t, c, false)
+
+		res, err := s.Apply(ctx, epoch, changed(
+			document.Document{URL: "old", PubDate: 9, FetchTime: 70, Text: "between"}, // between first and last: no change
+			document.Document{URL: "new", PubDate: 2, FetchTime: 5, Text: "n"},
+			document.Document{URL: "old", PubDate: 0, FetchTime: 10, Text: "oldest"},
+		), 3, pg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pg.calls) != 1 || !slices.Equal(pg.calls[0], []string{"old", "new"}) {
+			t.Fatalf("loads: %v, want one of [old new]", pg.calls)
+		}
+		want := []document.Document{
+			{URL: "new", PubDate: 2, FetchTime: 5, Text: "n", FirstFetchTime: 5},
+			{URL: "old", PubDate: 0, FetchTime: 100, Text: "stored", FirstFetchTime: 10},
+		}
+		if !slices.Equal(res.Emitted, want) || res.ReadThrough != 2 || res.Unchanged != 1 {
+			t.Fatalf("got %+v", res)
+		}
+		// Both urls are now cached: no second load.
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "old", FetchTime: 100, Text: "stored"}), 4, pg); err != nil {
+			t.Fatal(err)
+		}
+		if len(pg.calls) != 1 {
+			t.Fatalf("loaded again: %v", pg.calls)
+		}
+	})
+}
+
+func TestAReadThroughStateLeftUnchangedIsCachedClean(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		stored := document.Document{URL: "u", PubDate: 1, FetchTime: 100, Text: "stored", FirstFetchTime: 50}
+		s, epoch := fresh(t, c, false)
+		res, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", PubDate: 1, FetchTime: 100, Text: "stored"}), 1,
+			&pgCopy{docs: map[string]document.Document{"u": stored}})
+		if err != nil || len(res.Emitted) != 0 {
+			t.Fatalf("got %+v, %v; want nothing emitted", res, err)
+		}
+		if got, _ := s.Get(ctx, "u"); got["u"] != stored {
+			t.Fatalf("cached %+v, want %+v", got["u"], stored)
+		}
+		if n, _ := s.DirtyCount(ctx); n != 0 {
+			t.Fatalf("%d dirty, want 0", n)
+		}
+	})
+}
+
+func TestACompletePartitionNeverReadsThrough(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		s, epoch := fresh(t, c, true)
+		if _, err := s.Apply(context.Background(), epoch, changed(document.Document{URL: "u", FetchTime: 1}), 1, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestEmitModes(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch := fresh(t, c, true)
+		v1 := document.Document{URL: "u", PubDate: 1, FetchTime: 10, Text: "v1"}
+		v2 := document.Document{URL: "u", PubDate: 2, FetchTime: 20, Text: "v2"}
+		res, err := s.Apply(ctx, epoch, []state.Update{{Doc: v2, Emit: state.EmitNever}, {Doc: v1, Emit: state.EmitAlways}, {Doc: v2, Emit: state.EmitAlways}}, 3, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur := document.Document{URL: "u", PubDate: 1, FetchTime: 20, Text: "v2", FirstFetchTime: 10}
+		if !slices.Equal(res.Emitted, []document.Document{cur, cur}) {
+			t.Fatalf("emitted %+v, want the current state twice", res.Emitted)
+		}
+	})
+}
+
+func TestALaterClaimFencesTheEarlierWriter(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, old := fresh(t, c, true)
+		claim, err := s.Claim(ctx, 0, false)
+		if err != nil || claim.Epoch != old+1 {
+			t.Fatalf("claim: %+v, %v", claim, err)
+		}
+		_, err = s.Apply(ctx, old, changed(document.Document{URL: "u", FetchTime: 1}), 1, nil)
+		if !errors.Is(err, state.ErrFenced) {
+			t.Fatalf("got %v, want ErrFenced", err)
+		}
+		if got, _ := s.Get(ctx, "u"); len(got) != 0 {
+			t.Fatalf("fenced writer changed state: %+v", got)
+		}
+		if p, _ := s.Progress(ctx); p.HasApplied {
+			t.Fatalf("fenced writer moved the offset: %+v", p)
+		}
+	})
+}
+
+func TestAWipedPartitionIsReportedLostAndReclaimedAboveTheFloor(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch := fresh(t, c, true)
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", FetchTime: 1}), 7, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, c.B().Flushall().Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", FetchTime: 2}), 8, nil)
+		if !errors.Is(err, state.ErrLost) {
+			t.Fatalf("got %v, want ErrLost", err)
+		}
+		claim, err := s.Claim(ctx, 41, true)
+		if err != nil || claim.Epoch != 42 || claim.HasApplied {
+			t.Fatalf("claim after wipe: %+v, %v; want epoch 42 and no applied offset", claim, err)
+		}
+	})
+}
+
+func TestTheAppliedOffsetNeverMovesBackwards(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch := fresh(t, c, true)
+		for _, next := range []int64{10, 4} {
+			if _, err := s.Apply(ctx, epoch, nil, next, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		claim, err := s.Claim(ctx, 0, false)
+		if err != nil || !claim.HasApplied || claim.Applied != 10 {
+			t.Fatalf("claim: %+v, %v; want applied 10", claim, err)
+		}
+	})
+}
+
+func TestCleanLeavesAStateThatChangedDuringTheSyncDirty(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch := fresh(t, c, true)
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "a", FetchTime: 1}, document.Document{URL: "b", FetchTime: 1}), 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Progress(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := s.Dirty(ctx, p.Seq, 10)
+		if err != nil || len(batch) != 2 {
+			t.Fatalf("dirty: %+v, %v", batch, err)
+		}
+		// b changes after the sync read it.
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "b", FetchTime: 2}), 3, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.MarkClean(ctx, batch); err != nil || n != 1 {
+			t.Fatalf("cleaned %d, %v; want 1", n, err)
+		}
+		left, err := s.Dirty(ctx, p.Seq+1, 10)
+		if err != nil || len(left) != 1 || left[0].Doc.URL != "b" || left[0].Doc.FetchTime != 2 {
+			t.Fatalf("still dirty: %+v, %v; want b at fetchTime 2", left, err)
+		}
+		// Changes after the snapshot are not part of it.
+		if old, _ := s.Dirty(ctx, p.Seq, 10); len(old) != 0 {
+			t.Fatalf("dirty up to the old snapshot: %+v", old)
+		}
+	})
+}
+
+func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	pool := fmt.Sprintf("test-%x", rand.Uint64())
+	s := state.New(c, state.Options{Pool: pool, Partition: 0, CleanTTL: time.Hour})
+	claim, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(ctx, claim.Epoch, changed(document.Document{URL: "a", FetchTime: 1}), 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("dx:{%s/0}:d:a", pool)
+	ttl := func() int64 {
+		n, err := c.Do(ctx, c.B().Ttl().Key(key).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if ttl() != -1 {
+		t.Fatal("a dirty state has a TTL")
+	}
+	batch, _ := s.Dirty(ctx, 1, 10)
+	if _, err := s.MarkClean(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttl(); got <= 0 || got > 3600 {
+		t.Fatalf("clean state TTL %d, want (0, 3600]", got)
+	}
+	// Once states can expire, a missing key may be an evicted url: read through.
+	pg := &noStore{}
+	if _, err := s.Apply(ctx, claim.Epoch, changed(document.Document{URL: "z", FetchTime: 1}), 2, pg); err != nil {
+		t.Fatal(err)
+	}
+	if len(pg.calls) != 1 {
+		t.Fatalf("loads %v, want one", pg.calls)
+	}
+	// A change makes the state dirty again, and dirty states never expire.
+	if _, err := s.Apply(ctx, claim.Epoch, changed(document.Document{URL: "a", FetchTime: 5}), 3, pg); err != nil {
+		t.Fatal(err)
+	}
+	if ttl() != -1 {
+		t.Fatal("a state dirty again kept its TTL")
+	}
+}

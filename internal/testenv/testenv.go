@@ -1,0 +1,59 @@
+// Package testenv connects integration tests to the real servers that
+// hack/with-services.sh starts (their addresses arrive in DOCEXEC_TEST_*
+// variables) and to the in-process stand-ins of local mode.
+//
+// A test that needs a server is skipped under -short and fails, never skips,
+// when the server is missing otherwise: a green run means it ran.
+package testenv
+
+import (
+	"os"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/rueidis"
+)
+
+// need returns the value of the environment variable naming a server.
+func need(t testing.TB, env, what string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("integration test: needs %s (not run with -short)", what)
+	}
+	v := os.Getenv(env)
+	if v == "" {
+		t.Fatalf("integration test needs %s: run `make test`, or start one and set %s", what, env)
+	}
+	return v
+}
+
+// RedisAddr returns the address of the test redis-server.
+func RedisAddr(t testing.TB) string { return need(t, "DOCEXEC_TEST_REDIS", "a redis-server") }
+
+// Redis returns a client of the test redis-server, closed when t ends.
+// Tests keep apart by using their own key names (a unique pool name).
+func Redis(t testing.TB) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{RedisAddr(t)}, DisableCache: true})
+	if err != nil {
+		t.Fatalf("connect to redis: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// MiniRedis returns a client of an in-process miniredis, the Redis of local
+// mode, stopped when t ends.
+func MiniRedis(t testing.TB) rueidis.Client {
+	t.Helper()
+	m := miniredis.RunT(t)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{m.Addr()}, DisableCache: true, ForceSingleClient: true})
+	if err != nil {
+		t.Fatalf("connect to miniredis: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// PostgresDSN returns the DSN of the test PostgreSQL server.
+func PostgresDSN(t testing.TB) string { return need(t, "DOCEXEC_TEST_POSTGRES", "a PostgreSQL server") }

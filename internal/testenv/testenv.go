@@ -12,6 +12,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // need returns the value of the environment variable naming a server.
@@ -57,3 +58,16 @@ func MiniRedis(t testing.TB) rueidis.Client {
 
 // PostgresDSN returns the DSN of the test PostgreSQL server.
 func PostgresDSN(t testing.TB) string { return need(t, "DOCEXEC_TEST_POSTGRES", "a PostgreSQL server") }
+
+// Kafka starts an in-process broker (franz-go's kfake: the real wire
+// protocol) holding topics of the given partition count, closed when t ends,
+// and returns its addresses.
+func Kafka(t testing.TB, partitions int32, topics ...string) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
+	if err != nil {
+		t.Fatalf("start kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}

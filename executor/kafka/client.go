@@ -1,0 +1,131 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/IBM/sarama"
+)
+
+// Client is a connection to the cluster for metadata, offsets and reading.
+type Client struct {
+	cfg      Config
+	sc       sarama.Client
+	consumer sarama.Consumer
+	admin    sarama.ClusterAdmin
+}
+
+// Connect opens a client of the brokers in cfg.
+func Connect(cfg Config) (*Client, error) {
+	sc, err := cfg.sarama()
+	if err != nil {
+		return nil, err
+	}
+	// Input may come from transactional producers: never read what they
+	// aborted.
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	sc.Consumer.Return.Errors = true
+	sc.ChannelBufferSize = 1024
+	client, err := sarama.NewClient(cfg.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)
+	}
+	c := &Client{cfg: cfg, sc: client}
+	if c.consumer, err = sarama.NewConsumerFromClient(client); err == nil {
+		c.admin, err = sarama.NewClusterAdminFromClient(client)
+	}
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)
+	}
+	return c, nil
+}
+
+// Close closes the client and everything read through it.
+func (c *Client) Close() error {
+	return errors.Join(c.consumer.Close(), c.sc.Close())
+}
+
+// Partitions returns how many partitions topic has.
+func (c *Client) Partitions(topic string) (int32, error) {
+	if err := c.sc.RefreshMetadata(topic); err != nil {
+		return 0, fmt.Errorf("kafka: metadata of topic %q: %w", topic, err)
+	}
+	ps, err := c.sc.Partitions(topic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: partitions of topic %q: %w", topic, err)
+	}
+	return int32(len(ps)), nil
+}
+
+// StartOffset names where a partition never read before starts.
+type StartOffset string
+
+const (
+	Earliest StartOffset = "earliest"
+	Latest   StartOffset = "latest"
+)
+
+// Offset returns the partition's oldest retained offset (Earliest) or the
+// offset its next message will get (Latest, the high-water mark).
+func (c *Client) Offset(topic string, partition int32, which StartOffset) (int64, error) {
+	at := sarama.OffsetOldest
+	if which == Latest {
+		at = sarama.OffsetNewest
+	}
+	off, err := c.sc.GetOffset(topic, partition, at)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %s offset of %s/%d: %w", which, topic, partition, err)
+	}
+	return off, nil
+}
+
+// Committed returns the consumer group's committed offset for a partition:
+// the next offset to read, found=false when the group has none.
+func (c *Client) Committed(group, topic string, partition int32) (offset int64, found bool, err error) {
+	resp, err := c.admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: {partition}})
+	if err == nil && resp.Err != sarama.ErrNoError {
+		err = resp.Err
+	}
+	if errors.Is(err, sarama.ErrGroupIDNotFound) {
+		return 0, false, nil // some brokers say so of a group that never committed
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("kafka: committed offset of group %q on %s/%d: %w", group, topic, partition, err)
+	}
+	block := resp.GetBlock(topic, partition)
+	if block == nil || block.Offset < 0 {
+		return 0, false, nil
+	}
+	if block.Err != sarama.ErrNoError {
+		return 0, false, fmt.Errorf("kafka: committed offset of group %q on %s/%d: %w", group, topic, partition, block.Err)
+	}
+	return block.Offset, true, nil
+}
+
+// Reader reads one partition from an offset on.
+type Reader struct {
+	pc sarama.PartitionConsumer
+}
+
+// Read starts reading topic's partition at offset.
+func (c *Client) Read(topic string, partition int32, offset int64) (*Reader, error) {
+	pc, err := c.consumer.ConsumePartition(topic, partition, offset)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: read %s/%d from offset %d: %w", topic, partition, offset, err)
+	}
+	return &Reader{pc: pc}, nil
+}
+
+// Messages delivers the partition's messages in offset order.
+func (r *Reader) Messages() <-chan *sarama.ConsumerMessage { return r.pc.Messages() }
+
+// Errors delivers the errors the reader met; it goes on after most.
+func (r *Reader) Errors() <-chan *sarama.ConsumerError { return r.pc.Errors() }
+
+// HighWaterMark returns the offset of the partition's next message, as of
+// the last fetch.
+func (r *Reader) HighWaterMark() int64 { return r.pc.HighWaterMarkOffset() }
+
+// Close stops reading.
+func (r *Reader) Close() error { return r.pc.Close() }

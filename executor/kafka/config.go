@@ -1,0 +1,129 @@
+// Package kafka is the executor's Kafka side, on IBM/sarama: read one
+// partition from an offset, and publish a batch's states, dead letters and
+// consumer offset in one transaction whose id belongs to the pool and
+// partition, so that a newer executor's producer fences any older one.
+package kafka
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// DefaultVersion is the Kafka protocol version spoken unless configured:
+// the oldest with everything the executor uses (transactions, offsets in
+// transactions, read-committed fetches).
+const DefaultVersion = "2.8.0"
+
+// Config says how to reach the brokers.
+type Config struct {
+	// Brokers lists host:port seeds.
+	Brokers []string `json:"brokers"`
+	// Version is the Kafka protocol version; default DefaultVersion.
+	Version string `json:"version,omitempty"`
+	// ClientID names the client in broker logs and quotas.
+	ClientID string `json:"clientID,omitempty"`
+	TLS      TLS    `json:"tls,omitempty"`
+	SASL     SASL   `json:"sasl,omitempty"`
+}
+
+// TLS configures encrypted connections; files are PEM.
+type TLS struct {
+	Enabled bool `json:"enabled,omitempty"`
+	// CAFile verifies the brokers; the system roots when empty.
+	CAFile string `json:"caFile,omitempty"`
+	// CertFile and KeyFile authenticate this client (mutual TLS).
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// InsecureSkipVerify skips verifying the brokers: for tests only.
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// SASL configures SASL/PLAIN authentication.
+type SASL struct {
+	// Mechanism is "" (none) or "PLAIN".
+	Mechanism string `json:"mechanism,omitempty"`
+	Username  string `json:"username,omitempty"`
+	// Password is best given by environment (DOCEXEC_KAFKA_SASL_PASSWORD).
+	Password string `json:"password,omitempty"`
+}
+
+// Validate reports the first invalid field, named as in the config file.
+func (c Config) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("kafka.brokers: at least one broker is required")
+	}
+	if c.Version != "" {
+		if _, err := sarama.ParseKafkaVersion(c.Version); err != nil {
+			return fmt.Errorf("kafka.version: %w", err)
+		}
+	}
+	switch c.SASL.Mechanism {
+	case "", sarama.SASLTypePlaintext:
+	default:
+		return fmt.Errorf("kafka.sasl.mechanism: %q is not supported (use PLAIN or leave empty)", c.SASL.Mechanism)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("kafka.tls: certFile and keyFile go together")
+	}
+	return nil
+}
+
+// sarama returns the sarama settings shared by readers and writers.
+func (c Config) sarama() (*sarama.Config, error) {
+	sc := sarama.NewConfig()
+	version := c.Version
+	if version == "" {
+		version = DefaultVersion
+	}
+	v, err := sarama.ParseKafkaVersion(version)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: version %q: %w", version, err)
+	}
+	sc.Version = v
+	sc.ClientID = "docexec"
+	if c.ClientID != "" {
+		sc.ClientID = c.ClientID
+	}
+	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	if c.TLS.Enabled {
+		tc, err := c.TLS.config()
+		if err != nil {
+			return nil, err
+		}
+		sc.Net.TLS.Enable, sc.Net.TLS.Config = true, tc
+	}
+	if c.SASL.Mechanism != "" {
+		sc.Net.SASL.Enable = true
+		sc.Net.SASL.Mechanism = sarama.SASLMechanism(c.SASL.Mechanism)
+		sc.Net.SASL.User, sc.Net.SASL.Password = c.SASL.Username, c.SASL.Password
+	}
+	return sc, nil
+}
+
+func (t TLS) config() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: tls CA: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka: tls CA %s: no certificate found", t.CAFile)
+		}
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

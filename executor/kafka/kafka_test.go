@@ -1,0 +1,102 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+func TestPublishCommitsMessagesAndOffsetTogether(t *testing.T) {
+	brokers := testenv.Kafka(t, 2, "in", "out")
+	cfg := kafka.Config{Brokers: brokers}
+	client, err := kafka.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, found, err := client.Committed("g", "in", 1); err != nil || found {
+		t.Fatalf("committed before any publish: found=%v, %v", found, err)
+	}
+	w, err := kafka.NewWriter(cfg, kafka.WriterOptions{TransactionalID: kafka.TransactionalID("p", "in", 1), Group: "g", InputTopic: "in", Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	msgs := []kafka.Message{{Topic: "out", Partition: 1, Key: []byte("k1"), Value: []byte("v1")}, {Topic: "out", Partition: 1, Key: []byte("k2"), Value: []byte("v2")}}
+	if err := w.Publish(context.Background(), msgs, 42); err != nil {
+		t.Fatal(err)
+	}
+	if off, found, err := client.Committed("g", "in", 1); err != nil || !found || off != 42 {
+		t.Fatalf("committed %d (found %v, %v), want 42", off, found, err)
+	}
+	r, err := client.Read("out", 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, want := range []string{"v1", "v2"} {
+		select {
+		case m := <-r.Messages():
+			if string(m.Value) != want || m.Partition != 1 {
+				t.Fatalf("read %q on partition %d, want %q on 1", m.Value, m.Partition, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no message %q", want)
+		}
+	}
+	if hwm, err := client.Offset("out", 0, kafka.Latest); err != nil || hwm != 0 {
+		t.Fatalf("partition 0 high-water mark %d, %v: the writer must use the partition it is given", hwm, err)
+	}
+}
+
+func TestANewerWriterFencesTheOlder(t *testing.T) {
+	brokers := testenv.Kafka(t, 1, "in", "out")
+	cfg := kafka.Config{Brokers: brokers}
+	opts := kafka.WriterOptions{TransactionalID: kafka.TransactionalID("p", "in", 0), Group: "g", InputTopic: "in", Partition: 0}
+	old, err := kafka.NewWriter(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Publish(context.Background(), []kafka.Message{{Topic: "out", Value: []byte("a")}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := kafka.NewWriter(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = old.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("stale")}}, 2)
+	if !errors.Is(err, kafka.ErrFenced) {
+		t.Fatalf("old writer got %v, want ErrFenced", err)
+	}
+	if err := newer.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("b")}}, 2); err != nil {
+		t.Fatal(err)
+	}
+	client, err := kafka.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r, err := client.Read("out", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, want := range []string{"a", "b"} {
+		select {
+		case m := <-r.Messages():
+			if string(m.Value) != want {
+				t.Fatalf("read %q, want %q (a fenced writer's message is never committed)", m.Value, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no message %q", want)
+		}
+	}
+}

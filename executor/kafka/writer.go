@@ -1,0 +1,147 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// ErrFenced means a newer producer with the same transactional id exists: a
+// newer executor owns the partition.
+var ErrFenced = errors.New("kafka: producer fenced by a newer executor")
+
+// WriterOptions says which partition's transactions a Writer makes.
+type WriterOptions struct {
+	// TransactionalID identifies the partition's producer across executors
+	// (TransactionalID(pool, topic, partition)); opening a Writer with it
+	// fences every earlier one.
+	TransactionalID string
+	// Group is the consumer group whose offsets the transactions commit.
+	Group string
+	// InputTopic and Partition are what the committed offsets refer to.
+	InputTopic string
+	Partition  int32
+}
+
+// TransactionalID returns the transactional id of a pool's partition.
+func TransactionalID(pool, inputTopic string, partition int32) string {
+	return fmt.Sprintf("docexec-%s-%s-%d", pool, inputTopic, partition)
+}
+
+// Writer publishes batches transactionally.
+type Writer struct {
+	opts     WriterOptions
+	client   sarama.Client
+	producer sarama.SyncProducer
+}
+
+// NewWriter opens the partition's transactional producer, fencing any
+// earlier producer of the same transactional id.
+func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
+	sc, err := cfg.sarama()
+	if err != nil {
+		return nil, err
+	}
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
+	sc.Producer.Transaction.ID = opts.TransactionalID
+	sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
+	sc.Producer.MaxMessageBytes = 8 << 20
+	sc.Net.MaxOpenRequests = 1
+	client, err := sarama.NewClient(cfg.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: connect producer %s: %w", opts.TransactionalID, err)
+	}
+	producer, err := sarama.NewSyncProducerFromClient(client)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("kafka: open transactional producer %s: %w", opts.TransactionalID, classify(err))
+	}
+	return &Writer{opts: opts, client: client, producer: producer}, nil
+}
+
+// Close closes the producer.
+func (w *Writer) Close() error {
+	return errors.Join(w.producer.Close(), w.client.Close())
+}
+
+// Message is one record to publish.
+type Message struct {
+	Topic     string
+	Partition int32
+	Key       []byte
+	Value     []byte
+	Headers   []sarama.RecordHeader
+}
+
+// Publish sends msgs and commits the group's offset next for the input
+// partition, all or nothing. An abortable failure is retried (the same
+// records, a new transaction) until ctx ends; a fenced producer returns
+// ErrFenced.
+func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := w.publishOnce(msgs, next)
+		if err == nil {
+			return nil
+		}
+		if w.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 || errors.Is(err, ErrFenced) {
+			return err
+		}
+		if w.producer.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 {
+			if abortErr := w.producer.AbortTxn(); abortErr != nil {
+				return fmt.Errorf("kafka: abort after %w: %w", err, classify(abortErr))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: publish gave up: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (w *Writer) publishOnce(msgs []Message, next int64) error {
+	if err := w.producer.BeginTxn(); err != nil {
+		return fmt.Errorf("kafka: begin transaction: %w", classify(err))
+	}
+	// Fresh records each try: sarama keeps per-send state in them.
+	records := make([]*sarama.ProducerMessage, len(msgs))
+	for i, m := range msgs {
+		records[i] = &sarama.ProducerMessage{Topic: m.Topic, Partition: m.Partition,
+			Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
+	}
+	if len(records) > 0 {
+		if err := w.producer.SendMessages(records); err != nil {
+			return fmt.Errorf("kafka: send %d messages: %w", len(records), classify(err))
+		}
+	}
+	offsets := map[string][]*sarama.PartitionOffsetMetadata{w.opts.InputTopic: {{Partition: w.opts.Partition, Offset: next, LeaderEpoch: -1}}}
+	if err := w.producer.AddOffsetsToTxn(offsets, w.opts.Group); err != nil {
+		return fmt.Errorf("kafka: add offset %d to transaction: %w", next, classify(err))
+	}
+	if err := w.producer.CommitTxn(); err != nil {
+		return fmt.Errorf("kafka: commit transaction: %w", classify(err))
+	}
+	return nil
+}
+
+// classify marks the errors that mean a newer producer took over.
+func classify(err error) error {
+	for _, fenced := range []error{sarama.ErrProducerFenced, sarama.ErrInvalidProducerEpoch} {
+		if errors.Is(err, fenced) {
+			return fmt.Errorf("%w: %w", ErrFenced, err)
+		}
+	}
+	var perrs sarama.ProducerErrors
+	if errors.As(err, &perrs) && len(perrs) > 0 {
+		return fmt.Errorf("%d failed, first: %w", len(perrs), classify(perrs[0].Err))
+	}
+	return err
+}

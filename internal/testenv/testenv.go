@@ -7,8 +7,14 @@
 package testenv
 
 import (
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
 	"os"
 	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/rueidis"
@@ -56,8 +62,34 @@ func MiniRedis(t testing.TB) rueidis.Client {
 	return c
 }
 
-// PostgresDSN returns the DSN of the test PostgreSQL server.
-func PostgresDSN(t testing.TB) string { return need(t, "DOCEXEC_TEST_POSTGRES", "a PostgreSQL server") }
+// Postgres returns the DSN of a fresh schema of the test PostgreSQL server,
+// dropped when t ends.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	dsn := need(t, "DOCEXEC_TEST_POSTGRES", "a PostgreSQL server")
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL at %s: %v", dsn, err)
+	}
+	schema := fmt.Sprintf("docexec_test_%x", rand.Uint64())
+	if _, err := admin.Exec(`CREATE SCHEMA "` + schema + `"`); err != nil {
+		t.Fatalf("create schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(`DROP SCHEMA "` + schema + `" CASCADE`); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+		admin.Close()
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("DOCEXEC_TEST_POSTGRES must be a postgres:// URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
 
 // Kafka starts an in-process broker (franz-go's kfake: the real wire
 // protocol) holding topics of the given partition count, closed when t ends,

@@ -103,6 +103,9 @@ func (c *Client) Committed(group, topic string, partition int32) (offset int64, 
 	return block.Offset, true, nil
 }
 
+// Record is a message read from Kafka.
+type Record = sarama.ConsumerMessage
+
 // Reader reads one partition from an offset on.
 type Reader struct {
 	pc sarama.PartitionConsumer
@@ -118,7 +121,7 @@ func (c *Client) Read(topic string, partition int32, offset int64) (*Reader, err
 }
 
 // Messages delivers the partition's messages in offset order.
-func (r *Reader) Messages() <-chan *sarama.ConsumerMessage { return r.pc.Messages() }
+func (r *Reader) Messages() <-chan *Record { return r.pc.Messages() }
 
 // Errors delivers the errors the reader met; it goes on after most.
 func (r *Reader) Errors() <-chan *sarama.ConsumerError { return r.pc.Errors() }
@@ -129,3 +132,12 @@ func (r *Reader) HighWaterMark() int64 { return r.pc.HighWaterMarkOffset() }
 
 // Close stops reading.
 func (r *Reader) Close() error { return r.pc.Close() }
+
+// EnsureTopic creates topic with partitions unless it exists.
+func (c *Client) EnsureTopic(topic string, partitions int32) error {
+	err := c.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("kafka: create topic %q: %w", topic, err)
+	}
+	return nil
+}

@@ -54,15 +54,15 @@ type Dirty struct {
 }
 
 // Dirty returns up to limit dirty states changed at or before seq, oldest
-// change first.
-func (s *State) Dirty(ctx context.Context, seq int64, limit int) ([]Dirty, error) {
+// change first; more says that others may follow.
+func (s *State) Dirty(ctx context.Context, seq int64, limit int) (batch []Dirty, more bool, err error) {
 	scores, err := s.client.Do(ctx, s.client.B().Zrange().Key(s.dirtyKey).Min("-inf").Max(strconv.FormatInt(seq, 10)).
 		Byscore().Limit(0, int64(limit)).Withscores().Build()).AsZScores()
 	if err != nil {
-		return nil, fmt.Errorf("state: list dirty urls of partition %d: %w", s.opts.Partition, err)
+		return nil, false, fmt.Errorf("state: list dirty urls of partition %d: %w", s.opts.Partition, err)
 	}
 	if len(scores) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	cmds := make(rueidis.Commands, len(scores))
 	for i, z := range scores {
@@ -72,18 +72,18 @@ func (s *State) Dirty(ctx context.Context, seq int64, limit int) ([]Dirty, error
 	for i, res := range s.client.DoMulti(ctx, cmds...) {
 		vals, err := res.ToArray()
 		if err != nil {
-			return nil, fmt.Errorf("state: read dirty state of partition %d: %w", s.opts.Partition, err)
+			return nil, false, fmt.Errorf("state: read dirty state of partition %d: %w", s.opts.Partition, err)
 		}
 		if vals[0].IsNil() {
 			continue // dirty keys never expire: only a wipe races us here
 		}
 		d, err := parseState(scores[i].Member, vals)
 		if err != nil {
-			return nil, fmt.Errorf("state: read dirty state of %q: %w", scores[i].Member, err)
+			return nil, false, fmt.Errorf("state: read dirty state of %q: %w", scores[i].Member, err)
 		}
 		out = append(out, Dirty{Doc: d, seq: int64(scores[i].Score)})
 	}
-	return out, nil
+	return out, len(scores) == limit, nil
 }
 
 // MarkClean clears the dirty mark of states the sync has stored, unless they

@@ -318,7 +318,7 @@ func TestCleanLeavesAStateThatChangedDuringTheSyncDirty(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch, err := s.Dirty(ctx, p.Seq, 10)
+		batch, _, err := s.Dirty(ctx, p.Seq, 10)
 		if err != nil || len(batch) != 2 {
 			t.Fatalf("dirty: %+v, %v", batch, err)
 		}
@@ -329,12 +329,12 @@ func TestCleanLeavesAStateThatChangedDuringTheSyncDirty(t *testing.T) {
 		if n, err := s.MarkClean(ctx, batch); err != nil || n != 1 {
 			t.Fatalf("cleaned %d, %v; want 1", n, err)
 		}
-		left, err := s.Dirty(ctx, p.Seq+1, 10)
+		left, _, err := s.Dirty(ctx, p.Seq+1, 10)
 		if err != nil || len(left) != 1 || left[0].Doc.URL != "b" || left[0].Doc.FetchTime != 2 {
 			t.Fatalf("still dirty: %+v, %v; want b at fetchTime 2", left, err)
 		}
 		// Changes after the snapshot are not part of it.
-		if old, _ := s.Dirty(ctx, p.Seq, 10); len(old) != 0 {
+		if old, _, _ := s.Dirty(ctx, p.Seq, 10); len(old) != 0 {
 			t.Fatalf("dirty up to the old snapshot: %+v", old)
 		}
 	})
@@ -363,7 +363,7 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 	if ttl() != -1 {
 		t.Fatal("a dirty state has a TTL")
 	}
-	batch, _ := s.Dirty(ctx, 1, 10)
+	batch, _, _ := s.Dirty(ctx, 1, 10)
 	if _, err := s.MarkClean(ctx, batch); err != nil {
 		t.Fatal(err)
 	}

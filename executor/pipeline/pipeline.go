@@ -1,0 +1,429 @@
+// Package pipeline runs one partition: read → process → write goroutines
+// joined by bounded channels, plus the sync to PostgreSQL.
+//
+//   - read/process: messages are batched by size and time, decoded, and
+//     merged into Redis in one fenced script call per batch (state);
+//   - write: each batch's changed states and dead letters go to Kafka in one
+//     transaction that also commits the batch's offset (kafka);
+//   - sync: dirty states move to PostgreSQL every interval (syncer).
+//
+// Redis runs at most a couple of batches ahead of Kafka. Where an executor
+// resumes, and what it emits again, follows from three offsets: the
+// group's committed offset C (published), the applied offset R (in Redis, or
+// PostgreSQL's watermark after a Redis loss) and the configured start. It
+// reads from min(C, R): below C it rebuilds state without publishing (that
+// output exists), between C and R it publishes each url's current state
+// again (it may never have gone out), from R on it is normal processing.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/docexec/docexec/executor/codec"
+	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/metrics"
+	"github.com/docexec/docexec/executor/state"
+	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/executor/syncer"
+)
+
+// Defaults for Options' zero values.
+const (
+	DefaultBatchSize       = 500
+	DefaultBatchWait       = 20 * time.Millisecond
+	DefaultSyncInterval    = time.Second
+	DefaultShutdownTimeout = 20 * time.Second
+)
+
+// Headers that a dead letter carries.
+const (
+	HeaderReason    = "docexec-reason"
+	HeaderTopic     = "docexec-topic"
+	HeaderPartition = "docexec-partition"
+	HeaderOffset    = "docexec-offset"
+)
+
+// Options describe the partition and how to process it.
+type Options struct {
+	Pool      string
+	Partition int32
+	// InputTopic, OutputTopic and DeadLetterTopic name the topics; states
+	// go to the output partition of the input's number.
+	InputTopic, OutputTopic, DeadLetterTopic string
+	// Group is the consumer group whose offsets the output transactions
+	// commit (lag tools read it).
+	Group string
+	// StartOffset is where a partition that never ran starts.
+	StartOffset kafka.StartOffset
+	// BatchSize and BatchWait bound a batch: it closes when full or
+	// BatchWait after its first message.
+	BatchSize int
+	BatchWait time.Duration
+	// SyncInterval is the time between sync passes; SyncBatch the states
+	// per PostgreSQL transaction.
+	SyncInterval time.Duration
+	SyncBatch    int
+	// ShutdownTimeout bounds the final batch, publish and sync after the
+	// context ends.
+	ShutdownTimeout time.Duration
+}
+
+// Store is the PostgreSQL copy (store.Store).
+type Store interface {
+	state.Loader
+	syncer.Store
+	Watermark(ctx context.Context, pool string, partition int32) (store.Watermark, bool, error)
+}
+
+// Deps are the connections an Executor uses; their owner closes them.
+type Deps struct {
+	KafkaConfig kafka.Config
+	Kafka       *kafka.Client
+	State       *state.State
+	Store       Store
+	Codec       codec.Codec
+	Metrics     *metrics.Partition
+	Log         *slog.Logger
+}
+
+// Executor processes one partition.
+type Executor struct {
+	opts  Options
+	deps  Deps
+	ready atomic.Bool
+}
+
+// New returns an executor of opts' partition; zero options take defaults.
+func New(opts Options, deps Deps) *Executor {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.BatchWait <= 0 {
+		opts.BatchWait = DefaultBatchWait
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if opts.StartOffset == "" {
+		opts.StartOffset = kafka.Earliest
+	}
+	deps.Log = deps.Log.With("pool", opts.Pool, "partition", opts.Partition)
+	return &Executor{opts: opts, deps: deps}
+}
+
+// Ready reports whether the executor is processing its partition.
+func (e *Executor) Ready() bool { return e.ready.Load() }
+
+// Run processes the partition until ctx ends, then finishes the batch in
+// hand, publishes it, syncs, and returns nil. When Redis loses the
+// partition it recovers by itself; when a newer executor fences it, it
+// returns an error wrapping state.ErrFenced, kafka.ErrFenced or
+// store.ErrFenced.
+func (e *Executor) Run(ctx context.Context) error {
+	for {
+		err := e.runOnce(ctx)
+		if !errors.Is(err, state.ErrLost) || ctx.Err() != nil {
+			return err
+		}
+		e.deps.Log.Warn("Lost the partition's state in Redis; recovering from PostgreSQL and Kafka", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// position is where a run starts and how it treats what it replays.
+type position struct {
+	epoch     uint64
+	from      int64 // first offset read
+	committed int64 // below: published already
+	resume    int64 // below: applied already
+}
+
+func (e *Executor) locate(ctx context.Context) (position, error) {
+	o, d := e.opts, e.deps
+	mark, hasMark, err := d.Store.Watermark(ctx, o.Pool, o.Partition)
+	if err != nil {
+		return position{}, err
+	}
+	committed, hasCommitted, err := d.Kafka.Committed(o.Group, o.InputTopic, o.Partition)
+	if err != nil {
+		return position{}, err
+	}
+	claim, err := d.State.Claim(ctx, mark.Epoch, !hasMark && !hasCommitted)
+	if err != nil {
+		return position{}, err
+	}
+	earliest, err := d.Kafka.Offset(o.InputTopic, o.Partition, kafka.Earliest)
+	if err != nil {
+		return position{}, err
+	}
+	p := position{epoch: claim.Epoch}
+	switch {
+	case claim.HasApplied:
+		p.resume = claim.Applied
+	case hasMark:
+		p.resume = mark.Offset
+	default:
+		if p.resume, err = d.Kafka.Offset(o.InputTopic, o.Partition, o.StartOffset); err != nil {
+			return position{}, err
+		}
+	}
+	switch {
+	case hasCommitted:
+		p.committed = committed
+	case claim.HasApplied || hasMark:
+		// Applied, but nothing ever committed: publish all of it again.
+		p.committed = earliest
+	default:
+		p.committed = p.resume
+	}
+	p.from = min(p.committed, p.resume)
+	if p.from < earliest {
+		d.Log.Warn("Resume offset is no longer retained; starting at the earliest retained offset", "resume", p.from, "earliest", earliest)
+		p.from = earliest
+	}
+	return p, nil
+}
+
+// batch is one transaction's worth of output.
+type batch struct {
+	msgs                  []kafka.Message
+	next                  int64 // the offset to commit
+	emitted, deadLettered int
+	highWaterMark         int64
+}
+
+func (e *Executor) runOnce(ctx context.Context) error {
+	o, d := e.opts, e.deps
+	pos, err := e.locate(ctx)
+	if err != nil {
+		return err
+	}
+	deadLetterPartitions, err := d.Kafka.Partitions(o.DeadLetterTopic)
+	if err != nil {
+		return err
+	}
+	// Opening the writer fences every older producer of the partition.
+	writer, err := kafka.NewWriter(d.KafkaConfig, kafka.WriterOptions{
+		TransactionalID: kafka.TransactionalID(o.Pool, o.InputTopic, o.Partition),
+		Group:           o.Group, InputTopic: o.InputTopic, Partition: o.Partition,
+	})
+	if err != nil {
+		return err
+	}
+	defer writer.Close()
+	reader, err := d.Kafka.Read(o.InputTopic, o.Partition, pos.from)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	d.Log.Info("Resumed partition", "epoch", pos.epoch, "from", pos.from, "committed", pos.committed, "applied", pos.resume)
+
+	// After ctx ends, the last batch, its publish and the final sync get
+	// ShutdownTimeout; an error anywhere stops everything at once.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(o.ShutdownTimeout, cancelHard) })
+	defer stopTimer()
+	g, gctx := errgroup.WithContext(hard)
+	syncCtx, stopSync := context.WithCancel(gctx)
+	defer stopSync()
+	sync := &syncer.Syncer{State: d.State, Store: d.Store, Pool: o.Pool, Part: o.Partition, Batch: o.SyncBatch, Metrics: d.Metrics, Log: d.Log}
+
+	batches := make(chan batch, 2)
+	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions}
+	g.Go(func() error { defer close(batches); return p.run(ctx, gctx, reader, batches) })
+	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
+	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
+	e.ready.Store(true)
+	d.Metrics.Leader.Set(1)
+	defer func() { e.ready.Store(false); d.Metrics.Leader.Set(0) }()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	rows, err := sync.Pass(hard, pos.epoch)
+	if err != nil {
+		return fmt.Errorf("pipeline: final sync: %w", err)
+	}
+	d.Log.Info("Stopped partition after a final sync", "synced", rows)
+	return nil
+}
+
+// write publishes batches in order until the channel closes.
+func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan batch) error {
+	m := e.deps.Metrics
+	for b := range batches {
+		if err := w.Publish(ctx, b.msgs, b.next); err != nil {
+			return fmt.Errorf("pipeline: publish batch ending at offset %d: %w", b.next, err)
+		}
+		m.Emitted.Add(float64(b.emitted))
+		m.DeadLettered.Add(float64(b.deadLettered))
+		m.ConsumerLag.Set(float64(max(0, b.highWaterMark-b.next)))
+	}
+	return nil
+}
+
+// processor is the read → process stage of one run.
+type processor struct {
+	*Executor
+	pos                  position
+	deadLetterPartitions int32
+}
+
+// run batches messages until stop ends (then flushes) or ctx fails.
+func (p *processor) run(stop, ctx context.Context, r *kafka.Reader, out chan<- batch) error {
+	pending := make([]*sarama.ConsumerMessage, 0, p.opts.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		b, err := p.process(ctx, pending, r.HighWaterMark())
+		if err != nil {
+			return err
+		}
+		pending = pending[:0]
+		select {
+		case out <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		select {
+		case <-stop.Done():
+			return flush()
+		case <-ctx.Done():
+			return ctx.Err()
+		case cerr := <-r.Errors():
+			p.deps.Log.Warn("Kafka read error; the reader retries", "err", cerr.Err)
+		case m, ok := <-r.Messages():
+			if !ok {
+				return errors.New("pipeline: the Kafka reader stopped")
+			}
+			if len(pending) == 0 {
+				timer.Reset(p.opts.BatchWait)
+			}
+			pending = append(pending, m)
+			if len(pending) < p.opts.BatchSize {
+				continue
+			}
+			timer.Stop()
+			if err := flush(); err != nil {
+				return err
+			}
+		case <-timer.C:
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// process decodes and merges one batch and returns what to publish.
+func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage, highWaterMark int64) (batch, error) {
+	started := time.Now()
+	o, d := p.opts, p.deps
+	b := batch{next: msgs[len(msgs)-1].Offset + 1, highWaterMark: highWaterMark}
+	updates := make([]state.Update, 0, len(msgs))
+	for _, m := range msgs {
+		emit := state.EmitChanged
+		switch {
+		case m.Offset < p.pos.committed:
+			emit = state.EmitNever
+		case m.Offset < p.pos.resume:
+			emit = state.EmitAlways
+		}
+		doc, err := d.Codec.Decode(m.Value)
+		if err != nil {
+			if emit != state.EmitNever {
+				b.msgs = append(b.msgs, p.deadLetter(m, err))
+				b.deadLettered++
+			}
+			continue
+		}
+		updates = append(updates, state.Update{Doc: doc, Emit: emit})
+	}
+	res, err := p.apply(ctx, updates, b.next)
+	if err != nil {
+		return batch{}, err
+	}
+	for _, s := range res.Emitted {
+		b.msgs = append(b.msgs, kafka.Message{Topic: o.OutputTopic, Partition: o.Partition, Key: []byte(s.URL), Value: d.Codec.Encode(s)})
+	}
+	b.emitted = len(res.Emitted)
+	d.Metrics.In.Add(float64(len(msgs)))
+	d.Metrics.Unchanged.Add(float64(res.Unchanged))
+	d.Metrics.ReadThrough.Add(float64(res.ReadThrough))
+	d.Metrics.BatchSeconds.Observe(time.Since(started).Seconds())
+	return b, nil
+}
+
+// apply merges updates into Redis, retrying failures that may pass (Redis
+// or PostgreSQL unreachable) until ctx ends. A failed call may still have
+// been applied, its reply lost: the retry then publishes the current state
+// of every url of the batch, so nothing goes unpublished.
+func (p *processor) apply(ctx context.Context, updates []state.Update, next int64) (state.Result, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		started := time.Now()
+		res, err := p.deps.State.Apply(ctx, p.pos.epoch, updates, next, p.deps.Store)
+		if err == nil {
+			p.deps.Metrics.RedisSeconds.Observe(time.Since(started).Seconds())
+			return res, nil
+		}
+		if syncer.Fatal(err) || ctx.Err() != nil {
+			return state.Result{}, err
+		}
+		p.deps.Log.Warn("Merge failed; retrying", "err", err, "backoff", backoff)
+		for i := range updates {
+			if updates[i].Emit == state.EmitChanged {
+				updates[i].Emit = state.EmitAlways
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return state.Result{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// deadLetter wraps a bad message for the dead-letter topic: its key and
+// value unchanged, why and where from in headers.
+func (p *processor) deadLetter(m *sarama.ConsumerMessage, err error) kafka.Message {
+	reason := err.Error()
+	var bad *codec.BadInputError
+	if errors.As(err, &bad) {
+		reason = bad.Reason
+	}
+	return kafka.Message{
+		Topic:     p.opts.DeadLetterTopic,
+		Partition: p.opts.Partition % p.deadLetterPartitions,
+		Key:       m.Key, Value: m.Value,
+		Headers: []sarama.RecordHeader{
+			{Key: []byte(HeaderReason), Value: []byte(reason)},
+			{Key: []byte(HeaderTopic), Value: []byte(m.Topic)},
+			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(m.Partition)))},
+			{Key: []byte(HeaderOffset), Value: []byte(strconv.FormatInt(m.Offset, 10))},
+		},
+	}
+}

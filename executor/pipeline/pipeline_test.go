@@ -1,0 +1,353 @@
+package pipeline_test
+
+import (
+	stdjson "encoding/json"
+
+	"context"
+	"fmt"
+	"github.com/IBM/sarama"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+
+	"github.com/docexec/docexec/executor/codec"
+	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/metrics"
+	"github.com/docexec/docexec/executor/pipeline"
+	"github.com/docexec/docexec/executor/state"
+	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+// harness is one partition's world: kfake, the real Redis and PostgreSQL.
+type harness struct {
+	t        *testing.T
+	cfg      kafka.Config
+	client   *kafka.Client
+	producer *kafka.Producer
+	redis    rueidis.Client
+	store    *store.Store
+	opts     pipeline.Options
+	inputs   [][]byte // every input value, in offset order
+}
+
+func newHarness(t *testing.T) *harness {
+	cfg := kafka.Config{Brokers: testenv.Kafka(t, 1, "in", "out", "dlq")}
+	client, err := kafka.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	producer, err := kafka.NewProducer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { producer.Close() })
+	st, err := store.OpenPostgres(context.Background(), testenv.Postgres(t), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, cfg: cfg, client: client, producer: producer, redis: testenv.Redis(t), store: st,
+		opts: pipeline.Options{Pool: fmt.Sprintf("p%x", rand.Uint64()), InputTopic: "in", OutputTopic: "out", DeadLetterTopic: "dlq",
+			Group: "g", BatchSize: 64, SyncInterval: 50 * time.Millisecond}}
+}
+
+func (h *harness) produce(values ...[]byte) {
+	h.t.Helper()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Topic: "in", Value: v}
+	}
+	if err := h.producer.Send(msgs); err != nil {
+		h.t.Fatal(err)
+	}
+	h.inputs = append(h.inputs, values...)
+}
+
+// start runs an executor until the returned stop is called; stop returns
+// Run's error.
+func (h *harness) start() (stop func() error) {
+	json, _ := codec.New("json")
+	ctx, cancel := context.WithCancel(context.Background())
+	e := pipeline.New(h.opts, pipeline.Deps{
+		KafkaConfig: h.cfg, Kafka: h.client, Store: h.store, Codec: json,
+		State:   state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: h.opts.Partition}),
+		Metrics: metrics.New(prometheus.NewRegistry()).Partition(h.opts.Pool, h.opts.Partition),
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	return func() error { cancel(); return <-done }
+}
+
+// waitCommitted waits until the group committed every input.
+func (h *harness) waitCommitted() {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		off, _, err := h.client.Committed("g", "in", 0)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if off == int64(len(h.inputs)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("committed offset %d, want %d", off, len(h.inputs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// read returns the committed messages of a topic's partition 0.
+func (h *harness) read(topic string) [][]byte {
+	h.t.Helper()
+	r, err := h.client.Read(topic, 0, 0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer r.Close()
+	var out [][]byte
+	for {
+		select {
+		case m := <-r.Messages():
+			out = append(out, m.Value)
+		case <-time.After(500 * time.Millisecond):
+			return out
+		}
+	}
+}
+
+func (h *harness) emitted() []document.Document {
+	json, _ := codec.New("json")
+	var out []document.Document
+	for _, v := range h.read("out") {
+		d, err := json.Decode(v)
+		if err != nil {
+			h.t.Fatalf("output %q: %v", v, err)
+		}
+		d.FirstFetchTime = firstFetchTime(h.t, v)
+		out = append(out, d)
+	}
+	return out
+}
+
+// reference returns the emissions of the Go merge over the inputs and the
+// final states.
+func (h *harness) reference() ([]document.Document, map[string]document.Document) {
+	json, _ := codec.New("json")
+	states := map[string]document.Document{}
+	var emits []document.Document
+	for _, v := range h.inputs {
+		u, err := json.Decode(v)
+		if err != nil {
+			continue
+		}
+		cur, found := states[u.URL]
+		next, changed := document.Apply(cur, found, u)
+		states[u.URL] = next
+		if changed {
+			emits = append(emits, next)
+		}
+	}
+	return emits, states
+}
+
+func updates(n, urls int, seed uint64) [][]byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	var out [][]byte
+	for range n {
+		fetch := r.Uint64N(50)
+		out = append(out, fmt.Appendf(nil, `{"url":"https://u%d.example/","pubDate":%d,"fetchTime":%d,"text":"v%d"}`, r.IntN(urls), r.Uint64N(9), fetch, fetch))
+	}
+	return out
+}
+
+func TestAStreamIsMergedPublishedAndSynced(t *testing.T) {
+	h := newHarness(t)
+	h.produce(updates(1500, 60, 1)...)
+	h.produce([]byte(`{not json`), []byte(`{"url":"","fetchTime":1}`))
+	h.produce(updates(500, 60, 2)...)
+	stop := h.start()
+	h.waitCommitted()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	wantEmits, final := h.reference()
+	if got := h.emitted(); !equalDocs(got, wantEmits) {
+		t.Fatalf("emitted %d states, want the %d of the Go merge in the same order", len(got), len(wantEmits))
+	}
+	dead := h.read("dlq")
+	if len(dead) != 2 || string(dead[0]) != `{not json` {
+		t.Fatalf("dead letters %q, want the two bad lines", dead)
+	}
+	h.checkStored(final)
+	mark, found, err := h.store.Watermark(context.Background(), h.opts.Pool, 0)
+	if err != nil || !found || mark.Offset != int64(len(h.inputs)) {
+		t.Fatalf("watermark %+v (found %v, %v), want offset %d", mark, found, err, len(h.inputs))
+	}
+}
+
+func TestARestartedExecutorGoesOnWhereTheLastStopped(t *testing.T) {
+	h := newHarness(t)
+	for i := range 3 {
+		h.produce(updates(400, 40, uint64(10+i))...)
+		stop := h.start()
+		h.waitCommitted()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantEmits, final := h.reference()
+	if got := h.emitted(); !equalDocs(got, wantEmits) {
+		t.Fatalf("emitted %d states, want exactly the %d of the Go merge: a clean restart repeats nothing", len(got), len(wantEmits))
+	}
+	h.checkStored(final)
+}
+
+func TestAfterARedisWipeStateIsRebuiltAndNeverGoesBackwards(t *testing.T) {
+	h := newHarness(t)
+	stop := h.start()
+	h.produce(updates(800, 50, 20)...)
+	h.waitCommitted()
+	if err := h.redis.Do(context.Background(), h.redis.B().Flushall().Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(updates(800, 50, 21)...)
+	h.waitCommitted()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, final := h.reference()
+	checkNeverBackwards(t, h.emitted(), final)
+	h.checkStored(final)
+}
+
+func TestAppliedButUnpublishedUpdatesArePublishedAgain(t *testing.T) {
+	h := newHarness(t)
+	h.produce(updates(600, 30, 30)...)
+	stop := h.start()
+	h.waitCommitted()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// As if the last transactions never committed: the group is behind
+	// what Redis applied.
+	commitOffset(t, h.cfg, 200)
+	before := len(h.emitted())
+	stop = h.start()
+	h.waitCommitted()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, final := h.reference()
+	got := h.emitted()
+	urls := map[string]bool{}
+	json, _ := codec.New("json")
+	for _, v := range h.inputs[200:] {
+		u, _ := json.Decode(v)
+		urls[u.URL] = true
+	}
+	if len(got)-before != 400 {
+		t.Fatalf("published %d states again, want one per update of offsets 200-599 (400)", len(got)-before)
+	}
+	for _, d := range got[before:] {
+		if !urls[d.URL] || d != final[d.URL] {
+			t.Fatalf("re-published %+v, want the current state of a url of offsets 200-599", d)
+		}
+	}
+	checkNeverBackwards(t, got, final)
+}
+
+func (h *harness) checkStored(final map[string]document.Document) {
+	h.t.Helper()
+	urls := make([]string, 0, len(final))
+	for u := range final {
+		urls = append(urls, u)
+	}
+	stored, err := h.store.Load(context.Background(), urls)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for u, want := range final {
+		if stored[u] != want {
+			h.t.Fatalf("PostgreSQL has %+v for %s, want %+v", stored[u], u, want)
+		}
+	}
+}
+
+// checkNeverBackwards checks that every url's emissions only move forward
+// in the merge order and end at the final state.
+func checkNeverBackwards(t *testing.T, emitted []document.Document, final map[string]document.Document) {
+	t.Helper()
+	last := map[string]document.Document{}
+	for i, d := range emitted {
+		if prev, ok := last[d.URL]; ok && document.Merge(prev, d) != d {
+			t.Fatalf("emission %d of %s went backwards: %+v after %+v", i, d.URL, d, prev)
+		}
+		last[d.URL] = d
+	}
+	for u, want := range final {
+		if last[u] != want {
+			t.Fatalf("last emission of %s is %+v, want %+v", u, last[u], want)
+		}
+	}
+}
+
+func equalDocs(a, b []document.Document) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// firstFetchTime reads the field the decoder ignores on input.
+func firstFetchTime(t *testing.T, v []byte) uint64 {
+	var s struct {
+		FirstFetchTime uint64 `json:"firstFetchTime"`
+	}
+	if err := stdjson.Unmarshal(v, &s); err != nil {
+		t.Fatalf("output %q: %v", v, err)
+	}
+	return s.FirstFetchTime
+}
+
+// commitOffset moves group g's offset of in/0, as a crash between apply and
+// publish would leave it.
+func commitOffset(t *testing.T, cfg kafka.Config, offset int64) {
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_8_0_0
+	client, err := sarama.NewClient(cfg.Brokers, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	om, err := sarama.NewOffsetManagerFromClient("g", client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pom, err := om.ManagePartition("in", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pom.ResetOffset(offset, "")
+	om.Commit()
+	pom.Close()
+	om.Close()
+}

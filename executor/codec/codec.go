@@ -12,6 +12,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/docexec/docexec/executor/document"
 )
@@ -64,4 +65,19 @@ func (e *BadInputError) Is(target error) bool { return target == ErrBadInput }
 
 func badInput(format string, args ...any) error {
 	return &BadInputError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// storable rejects documents the stores cannot keep: one without a url, or
+// with a NUL character, which PostgreSQL text refuses (a sync batch holding
+// one would fail on every retry).
+func storable(d document.Document) error {
+	switch {
+	case d.URL == "":
+		return badInput("url: missing or empty")
+	case strings.IndexByte(d.URL, 0) >= 0:
+		return badInput("url: contains a NUL character, which PostgreSQL cannot store")
+	case strings.IndexByte(d.Text, 0) >= 0:
+		return badInput("text: contains a NUL character, which PostgreSQL cannot store")
+	}
+	return nil
 }

@@ -45,8 +45,8 @@ func (jsonCodec) Decode(b []byte) (document.Document, error) {
 	if s.fieldErr != nil {
 		return document.Document{}, s.fieldErr
 	}
-	if d.URL == "" {
-		return document.Document{}, badInput("url: missing or empty")
+	if err := storable(d); err != nil {
+		return document.Document{}, err
 	}
 	return d, nil
 }

@@ -49,6 +49,8 @@ var badJSON = []struct {
 	name, line, reason string
 }{
 	{"empty input is not JSON", ``, "not JSON"},
+	{"a NUL in the text cannot be stored", `{"url":"u","text":"a\u0000b"}`, "text: contains a NUL character"},
+	{"a NUL in the url cannot be stored", `{"url":"u\u0000"}`, "url: contains a NUL character"},
 	{"white space alone is not JSON", " \n\t", "not JSON"},
 	{"null is not an object", `null`, "not a JSON object"},
 	{"a string is not an object", `"https://a.example/"`, "not a JSON object"},
@@ -164,7 +166,7 @@ var goodJSON = []struct {
 	{"unknown keys with nested values are ignored", `{"url":"u","meta":{"a":[1,-2.5e-3,true,false,null,{"b":"c"}],"d":{}},"e":[]}`, docOf("u", 0, 0, "")},
 	{"ignored values are not checked for UTF-8", "{\"url\":\"u\",\"x\":\"\xff\",\"\xfe\":1}", docOf("u", 0, 0, "")},
 	{"a key may be escaped", `{"\u0075rl":"u","fetch\u0054ime":4}`, docOf("u", 0, 4, "")},
-	{"escapes in strings are decoded", `{"url":"u\/v","text":"a\"b\\c\/d\b\f\n\r\t\u00e9\u0000"}`, docOf("u/v", 0, 0, "a\"b\\c/d\b\f\n\r\té\x00")},
+	{"escapes in strings are decoded", `{"url":"u\/v","text":"a\"b\\c\/d\b\f\n\r\t\u00e9\u0001"}`, docOf("u/v", 0, 0, "a\"b\\c/d\b\f\n\r\té\x01")},
 	{"a surrogate pair is one character", `{"url":"u","text":"\ud83d\ude00"}`, docOf("u", 0, 0, "😀")},
 	{"raw UTF-8 is kept as it is", `{"url":"https://ü.example/","text":"héllo 世界 😀"}`, docOf("https://ü.example/", 0, 0, "héllo 世界 😀")},
 	{"a digit string may be escaped", `{"url":"u","fetchTime":"\u0031\u0032"}`, docOf("u", 0, 12, "")},

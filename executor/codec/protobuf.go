@@ -92,9 +92,6 @@ func (protobufCodec) Decode(b []byte) (document.Document, error) {
 			off += n
 		}
 	}
-	if len(url) == 0 {
-		return document.Document{}, badInput("url: missing or empty")
-	}
 	// One allocation for both strings.
 	var both strings.Builder
 	both.Grow(len(url) + len(text))
@@ -102,6 +99,9 @@ func (protobufCodec) Decode(b []byte) (document.Document, error) {
 	both.Write(text)
 	s := both.String()
 	d.URL, d.Text = s[:len(url)], s[len(url):]
+	if err := storable(d); err != nil {
+		return document.Document{}, err
+	}
 	return d, nil
 }
 

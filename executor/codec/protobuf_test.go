@@ -15,7 +15,7 @@ var protoStates = []document.Document{
 	{URL: "u"},
 	{URL: "https://a.example/", PubDate: 1, FetchTime: 2, Text: "t", FirstFetchTime: 1},
 	{URL: "https://max.example/", PubDate: maxUint64, FetchTime: maxUint64, Text: "max", FirstFetchTime: maxUint64},
-	{URL: "https://ü.example/", PubDate: 1 << 63, FetchTime: 1<<63 + 1, Text: "héllo 世界 😀 \x00 \u2028", FirstFetchTime: 1<<53 + 1},
+	{URL: "https://ü.example/", PubDate: 1 << 63, FetchTime: 1<<63 + 1, Text: "héllo 世界 😀 \x01 \u2028", FirstFetchTime: 1<<53 + 1},
 	{URL: "https://long.example/" + strings.Repeat("p", 300), PubDate: 127, FetchTime: 128, Text: strings.Repeat("long text ", 2000), FirstFetchTime: 128},
 }
 
@@ -145,6 +145,7 @@ var badProtobuf = []struct {
 	reason string
 }{
 	{"an empty message has no url", wire{}, "url: missing or empty"},
+	{"a NUL in the text cannot be stored", wire{}.str(1, "u").str(4, "a\x00b"), "text: contains a NUL character"},
 	{"a message without field 1 has no url", wire{}.varint(3, 2).str(4, "t"), "url: missing or empty"},
 	{"an empty url is missing", wire{}.str(1, "").varint(3, 2), "url: missing or empty"},
 	{"a url sent as a varint is refused", wire{}.varint(1, 7), "url (field 1): wire type 0, want length-delimited"},

@@ -106,6 +106,22 @@ func (c Config) sarama() (*sarama.Config, error) {
 	return sc, nil
 }
 
+// idempotentProducer returns the settings of a producer that writes each
+// record exactly once per partition, partitioned as partitioner says.
+func (c Config) idempotentProducer(partitioner sarama.PartitionerConstructor) (*sarama.Config, error) {
+	sc, err := c.sarama()
+	if err != nil {
+		return nil, err
+	}
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = partitioner
+	sc.Producer.MaxMessageBytes = 8 << 20
+	sc.Net.MaxOpenRequests = 1 // idempotence needs ordered requests
+	return sc, nil
+}
+
 func (t TLS) config() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
 	if t.CAFile != "" {

@@ -17,15 +17,10 @@ type Producer struct {
 
 // NewProducer opens an idempotent producer.
 func NewProducer(cfg Config) (*Producer, error) {
-	sc, err := cfg.sarama()
+	sc, err := cfg.idempotentProducer(sarama.NewHashPartitioner)
 	if err != nil {
 		return nil, err
 	}
-	sc.Producer.Idempotent = true
-	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewHashPartitioner
-	sc.Net.MaxOpenRequests = 1
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: connect producer: %w", err)

@@ -41,18 +41,12 @@ type Writer struct {
 // NewWriter opens the partition's transactional producer, fencing any
 // earlier producer of the same transactional id.
 func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
-	sc, err := cfg.sarama()
+	sc, err := cfg.idempotentProducer(sarama.NewManualPartitioner)
 	if err != nil {
 		return nil, err
 	}
-	sc.Producer.Idempotent = true
-	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewManualPartitioner
 	sc.Producer.Transaction.ID = opts.TransactionalID
 	sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
-	sc.Producer.MaxMessageBytes = 8 << 20
-	sc.Net.MaxOpenRequests = 1
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: connect producer %s: %w", opts.TransactionalID, err)

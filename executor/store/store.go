@@ -60,8 +60,10 @@ type Options struct {
 type Watermark struct {
 	Pool      string
 	Partition int32
-	Offset    int64
-	Epoch     uint64
+	// Offset is the input offset below which every change is stored, or
+	// NoOffset. A write never moves it backwards.
+	Offset int64
+	Epoch  uint64
 }
 
 // Store is the durable copy of document states. It is safe for concurrent use.
@@ -246,6 +248,10 @@ func anySlice(ss []string) []any {
 	return out
 }
 
+// NoOffset is a Watermark's Offset before any sync: a claim records its
+// epoch before the partition has synced anything.
+const NoOffset = -1
+
 // Save merges states into the table and, when mark is not nil, records the
 // partition's watermark, all in one transaction. States of one url are first
 // joined with document.Merge. If mark.Epoch is lower than the epoch stored
@@ -313,7 +319,11 @@ func writeWatermark(tx *gorm.DB, mark Watermark) error {
 	}
 	res := tx.Table(partitionsTable).Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "pool"}, {Name: "partition"}},
-		DoUpdates: clause.AssignmentColumns([]string{"synced_offset", "epoch", "updated_at"}),
+		DoUpdates: clause.Assignments(map[string]any{
+			"synced_offset": gorm.Expr(`CASE WHEN excluded."synced_offset" > "` + partitionsTable + `"."synced_offset" THEN excluded."synced_offset" ELSE "` + partitionsTable + `"."synced_offset" END`),
+			"epoch":         gorm.Expr(`excluded."epoch"`),
+			"updated_at":    gorm.Expr(`excluded."updated_at"`),
+		}),
 		Where: clause.Where{Exprs: []clause.Expression{
 			clause.Expr{SQL: `"` + partitionsTable + `"."epoch" <= excluded."epoch"`},
 		}},
@@ -335,8 +345,18 @@ func writeWatermark(tx *gorm.DB, mark Watermark) error {
 	return fmt.Errorf("write watermark: %d rows affected: %w", res.RowsAffected, ErrFenced)
 }
 
+// Empty reports whether the documents table holds no row at all: then a
+// partition that never ran cannot have history anywhere.
+func (s *Store) Empty(ctx context.Context) (bool, error) {
+	var one []int
+	if err := s.db.WithContext(ctx).Table(s.table).Select("1").Limit(1).Scan(&one).Error; err != nil {
+		return false, fmt.Errorf("store: look for a row in %s: %w", s.table, err)
+	}
+	return len(one) == 0, nil
+}
+
 // Watermark returns the watermark stored for a pool's partition; found is
-// false when none was ever written.
+// false when none was ever written (its Offset may still be NoOffset).
 func (s *Store) Watermark(ctx context.Context, pool string, partition int32) (w Watermark, found bool, err error) {
 	var rows []partitionRow
 	err = s.db.WithContext(ctx).Table(partitionsTable).

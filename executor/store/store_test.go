@@ -262,9 +262,29 @@ func TestWatermark(t *testing.T) {
 		if err := s.Save(ctx, nil, &Watermark{Pool: "edge", Partition: math.MaxInt32, Epoch: 1<<63 - 1}); !errors.Is(err, ErrFenced) {
 			t.Fatalf("epoch 2^63-1 after 2^63: err = %v, want ErrFenced", err)
 		}
-		top := Watermark{Pool: "edge", Partition: math.MaxInt32, Offset: -1, Epoch: math.MaxUint64}
+		// A claim records its epoch without an offset: the offset stays.
+		top := Watermark{Pool: "edge", Partition: math.MaxInt32, Offset: NoOffset, Epoch: math.MaxUint64}
 		save(t, s, nil, &top)
-		checkMark(t, s, top)
+		checkMark(t, s, Watermark{Pool: "edge", Partition: math.MaxInt32, Offset: math.MaxInt64, Epoch: math.MaxUint64})
+		// A lower offset never moves it backwards either.
+		save(t, s, nil, &Watermark{Pool: "pool", Partition: 7, Offset: 3, Epoch: 6})
+		checkMark(t, s, Watermark{Pool: "pool", Partition: 7, Offset: 160, Epoch: 6})
+	})
+}
+
+func TestEmptyTellsWhetherAnyStateIsStored(t *testing.T) {
+	eachDB(t, Options{}, func(t *testing.T, s *Store) {
+		if empty, err := s.Empty(ctx); err != nil || !empty {
+			t.Fatalf("new table: empty=%v, %v", empty, err)
+		}
+		save(t, s, nil, &Watermark{Pool: "p", Offset: 5})
+		if empty, err := s.Empty(ctx); err != nil || !empty {
+			t.Fatalf("after a watermark alone: empty=%v, %v", empty, err)
+		}
+		save(t, s, []document.Document{document.StateOf(document.Document{URL: "u"})}, nil)
+		if empty, err := s.Empty(ctx); err != nil || empty {
+			t.Fatalf("after a state: empty=%v, %v", empty, err)
+		}
 	})
 }
 

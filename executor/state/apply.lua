@@ -1,30 +1,31 @@
 -- Merges one batch of updates into a partition's state: the Redis copy of
 -- document.Merge (executor/document), checked against the same cases.
+-- (fence.lua runs first.)
 --
--- KEYS[1] meta hash {epoch, applied, seq, complete}, KEYS[2] dirty zset,
--- KEYS[2+i] the state hash {p, f, t, ff} of update i's url.
+-- KEYS[1] meta hash {epoch, applied, complete}, KEYS[2] the dirty set,
+-- KEYS[2+i] the state of update i's url: a string holding pubDate,
+-- fetchTime and firstFetchTime as 20-digit decimals, then the text.
 -- ARGV[1] the caller's epoch, ARGV[2] the offset after the batch, ARGV[3] "1"
 -- when base states from PostgreSQL follow each update, ARGV[4] the length of
--- the state key prefix (the rest of a key is the url). Then per update: emit
--- mode ("c" if changed, "a" always, "n" never), pubDate, fetchTime, text and,
--- with bases, the base: kind ("" none, "-" absent, "+" present), p, f, t, ff.
+-- the state key prefix (the rest of a key is the url), ARGV[5] the TTL in
+-- seconds of clean states (0: none). Then per update: emit mode ("c" if
+-- changed, "a" always, "n" never), pubDate, fetchTime, text and, with bases,
+-- the base: kind ("-" absent from PostgreSQL, "+" present, "" not looked
+-- up), p, f, t, ff.
 --
--- Numbers are fixed-width 20-digit decimal strings: Lua numbers are doubles,
--- and equal-width digit strings order like the integers they spell.
+-- Numbers are fixed-width digit strings: Lua numbers are doubles, and
+-- equal-width digit strings order like the integers they spell. Redis is
+-- called a few times per batch, not per update: that is what makes a batch
+-- cheap.
 local meta, dirty = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  return redis.error_reply('DXLOST partition state is gone from Redis')
-end
-if epoch ~= ARGV[1] then
-  return redis.error_reply('DXFENCED partition epoch is ' .. epoch .. ', caller has ' .. ARGV[1])
-end
 
 local withBase = ARGV[3] == '1'
 local prefixLen = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
 local stride = withBase and 9 or 4
 local n = #KEYS - 2
 local complete = redis.call('HGET', meta, 'complete') == '1'
+local CHUNK = 1000 -- arguments per call, well below Lua's unpack limit
 
 -- bytesGreater compares like Go's a > b on strings; Lua's own comparison
 -- follows the server's locale.
@@ -36,25 +37,43 @@ local function bytesGreater(a, b)
   return #a > #b
 end
 
--- Load every url's state once. A missing key is a new url only when the
--- cache is complete or the caller brought the base from PostgreSQL;
--- otherwise the caller must read through first.
+-- Read every distinct url's state with MGET. A state is {p, f, ff, t, raw}:
+-- the text is cut out of raw only when needed.
+local distinct, seen = {}, {}
+for i = 1, n do
+  local key = KEYS[2 + i]
+  if not seen[key] then
+    seen[key] = true
+    distinct[#distinct + 1] = key
+  end
+end
+local stored = {}
+for from = 1, #distinct, CHUNK do
+  local values = redis.call('MGET', unpack(distinct, from, math.min(from + CHUNK - 1, #distinct)))
+  for j, v in ipairs(values) do
+    stored[distinct[from + j - 1]] = v
+  end
+end
+
+-- A missing key is a new url only when the cache is complete or the caller
+-- brought the base from PostgreSQL; otherwise the caller must read through.
 local states, cacheOnly, missing = {}, {}, {}
 for i = 1, n do
   local key = KEYS[2 + i]
   if states[key] == nil then
-    local v = redis.call('HMGET', key, 'p', 'f', 't', 'ff')
-    local a = 4 + (i - 1) * stride
-    if v[1] then
-      states[key] = v
+    local v = stored[key]
+    local a = 5 + (i - 1) * stride
+    if v then
+      states[key] = {string.sub(v, 1, 20), string.sub(v, 21, 40), string.sub(v, 41, 60), nil, v}
     elseif complete then
       states[key] = false
     elseif withBase and ARGV[a + 5] == '+' then
-      states[key] = {ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]}
+      states[key] = {ARGV[a + 6], ARGV[a + 7], ARGV[a + 9], ARGV[a + 8]}
       cacheOnly[#cacheOnly + 1] = key
     elseif withBase and ARGV[a + 5] == '-' then
       states[key] = false
-    else
+    else -- not looked up, or (with a TTL) expired since
+
       states[key] = false
       missing[#missing + 1] = i - 1
     end
@@ -64,24 +83,29 @@ if #missing > 0 then
   return {'miss', missing}
 end
 
+local function text(s)
+  if not s[4] then s[4] = string.sub(s[5], 61) end
+  return s[4]
+end
+
 local emitted, unchanged, changedKeys, isChanged = {}, 0, {}, {}
 for i = 1, n do
   local key = KEYS[2 + i]
-  local a = 4 + (i - 1) * stride
+  local a = 5 + (i - 1) * stride
   local mode, p, f, t = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local s = states[key]
   local changed = false
   if not s then
-    s = {p, f, t, f}
+    s = {p, f, f, t}
     states[key] = s
     changed = true
   else
-    if f > s[2] or (f == s[2] and t ~= s[3] and bytesGreater(t, s[3])) then
-      s[2], s[3] = f, t
+    if f > s[2] or (f == s[2] and t ~= text(s) and bytesGreater(t, text(s))) then
+      s[2], s[4] = f, t
       changed = true
     end
-    if f < s[4] or (f == s[4] and p < s[1]) then
-      s[4], s[1] = f, p
+    if f < s[3] or (f == s[3] and p < s[1]) then
+      s[3], s[1] = f, p
       changed = true
     end
   end
@@ -95,26 +119,38 @@ for i = 1, n do
   end
   if mode == 'a' or (mode == 'c' and changed) then
     -- The text travels back only when it is not the update's own.
-    local text = false
-    if s[3] ~= t then text = s[3] end
-    emitted[#emitted + 1] = {i - 1, s[1], s[2], s[4], text}
+    local back = false
+    if text(s) ~= t then back = text(s) end
+    emitted[#emitted + 1] = {i - 1, s[1], s[2], s[3], back}
   end
 end
 
+local function encode(s)
+  return s[1] .. s[2] .. s[3] .. text(s)
+end
+
 if #changedKeys > 0 then
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
-  for _, key in ipairs(changedKeys) do
-    local s = states[key]
-    redis.call('HSET', key, 'p', s[1], 'f', s[2], 't', s[3], 'ff', s[4])
-    redis.call('PERSIST', key) -- dirty keys never expire
-    redis.call('ZADD', dirty, seq, string.sub(key, prefixLen + 1))
+  -- SET without KEEPTTL drops any TTL: dirty states never expire.
+  for from = 1, #changedKeys, CHUNK / 2 do
+    local kv, urls = {}, {}
+    for j = from, math.min(from + CHUNK / 2 - 1, #changedKeys) do
+      local key = changedKeys[j]
+      kv[#kv + 1] = key
+      kv[#kv + 1] = encode(states[key])
+      urls[#urls + 1] = string.sub(key, prefixLen + 1)
+    end
+    redis.call('MSET', unpack(kv))
+    redis.call('SADD', dirty, unpack(urls))
   end
 end
 -- States read through from PostgreSQL and left unchanged are cached clean.
 for _, key in ipairs(cacheOnly) do
   if not isChanged[key] then
-    local s = states[key]
-    redis.call('HSET', key, 'p', s[1], 'f', s[2], 't', s[3], 'ff', s[4])
+    if ttl > 0 then
+      redis.call('SET', key, encode(states[key]), 'EX', ttl)
+    else
+      redis.call('SET', key, encode(states[key]))
+    end
   end
 end
 

@@ -1,24 +1,22 @@
--- Marks synced states clean: a url leaves the dirty set only if it has not
--- changed since the sync read it (its score is still the one read), so a
--- change racing the sync stays dirty. Clean states may expire.
+-- Ends the sync of some urls (fence.lua runs first): they leave the syncing
+-- set. Their states may expire unless changed again since (then they are
+-- in the dirty set, and dirty states never expire).
 --
--- KEYS[1] meta hash, KEYS[2] dirty zset, KEYS[2+i] state hash of url i.
--- ARGV[1] TTL in seconds (0: keep), then per url: url, score read.
-local meta, dirty = KEYS[1], KEYS[2]
-local ttl = tonumber(ARGV[1])
+-- KEYS[1] meta, KEYS[2] dirty set, KEYS[3] syncing set, KEYS[3+i] the state
+-- of url i. ARGV[1] the epoch, ARGV[2] the TTL in seconds (0: keep), then
+-- the urls.
+local meta, dirty, syncing = KEYS[1], KEYS[2], KEYS[3]
+local ttl = tonumber(ARGV[2])
+for i = 3, #ARGV, 1000 do
+  redis.call('SREM', syncing, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 if ttl > 0 then
   -- An expired key is no longer proof that a url is new.
   redis.call('HDEL', meta, 'complete')
-end
-local cleaned = 0
-for i = 1, #KEYS - 2 do
-  local url, score = ARGV[2 * i], ARGV[2 * i + 1]
-  if tonumber(redis.call('ZSCORE', dirty, url)) == tonumber(score) then
-    redis.call('ZREM', dirty, url)
-    cleaned = cleaned + 1
-    if ttl > 0 then
-      redis.call('EXPIRE', KEYS[2 + i], ttl)
+  for i = 3, #ARGV do
+    if redis.call('SISMEMBER', dirty, ARGV[i]) == 0 then
+      redis.call('EXPIRE', KEYS[1 + i], ttl)
     end
   end
 end
-return cleaned
+return redis.status_reply('OK')

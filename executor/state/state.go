@@ -6,7 +6,9 @@
 // lost its partition cannot write.
 //
 // Keys carry a hash tag per pool and partition, dx:{pool/7}:..., so that one
-// partition's keys share a Redis Cluster slot and multi-key scripts work there.
+// partition's keys share a Redis Cluster slot and multi-key scripts work
+// there. Redis must not evict keys (maxmemory-policy noeviction): dirty
+// states exist nowhere else.
 package state
 
 import (
@@ -33,16 +35,25 @@ var (
 )
 
 var (
+	//go:embed fence.lua
+	fenceSource string
 	//go:embed apply.lua
 	applySource string
 	//go:embed claim.lua
 	claimSource string
+	//go:embed begin_sync.lua
+	beginSyncSource string
+	//go:embed sync_page.lua
+	syncPageSource string
 	//go:embed clean.lua
 	cleanSource string
 
-	applyScript = rueidis.NewLuaScript(applySource)
 	claimScript = rueidis.NewLuaScript(claimSource)
-	cleanScript = rueidis.NewLuaScript(cleanSource)
+	// Scripts that write check the caller's epoch first.
+	applyScript     = rueidis.NewLuaScript(fenceSource + applySource)
+	beginSyncScript = rueidis.NewLuaScript(fenceSource + beginSyncSource)
+	syncPageScript  = rueidis.NewLuaScript(fenceSource + syncPageSource)
+	cleanScript     = rueidis.NewLuaScript(fenceSource + cleanSource)
 )
 
 // Options says whose state this is.
@@ -58,36 +69,37 @@ type Options struct {
 
 // State is one partition's state in Redis.
 type State struct {
-	client    rueidis.Client
-	opts      Options
-	metaKey   string
-	dirtyKey  string
-	docPrefix string
+	client     rueidis.Client
+	opts       Options
+	metaKey    string
+	dirtyKey   string
+	syncingKey string
+	docPrefix  string
 }
 
 // New returns the state of the partition that opts names.
 func New(client rueidis.Client, opts Options) *State {
 	tag := fmt.Sprintf("dx:{%s/%d}:", opts.Pool, opts.Partition)
-	return &State{client: client, opts: opts, metaKey: tag + "meta", dirtyKey: tag + "dirty", docPrefix: tag + "d:"}
+	return &State{client: client, opts: opts, metaKey: tag + "meta", dirtyKey: tag + "dirty", syncingKey: tag + "syncing", docPrefix: tag + "d:"}
 }
 
 // Claim is what Claim returns.
 type Claim struct {
-	// Epoch is the caller's fencing epoch for Apply.
+	// Epoch is the caller's fencing epoch for every write.
 	Epoch uint64
 	// Applied is the offset after the last applied batch, if Redis has one.
-	Applied int64
-	// HasApplied is false when Redis holds nothing of the partition.
+	Applied    int64
 	HasApplied bool
 }
 
 // Claim makes the caller the partition's writer, fencing every earlier one.
 // floor is the highest epoch recorded elsewhere (PostgreSQL), so epochs keep
-// growing across a Redis wipe. fresh says the partition has never run
-// anywhere, so a url missing from Redis is a new url, not an evicted one.
-func (s *State) Claim(ctx context.Context, floor uint64, fresh bool) (Claim, error) {
+// growing across a Redis wipe. complete says that the partition has no
+// history anywhere, so a url missing from Redis is a new url, not an evicted
+// one (it counts only if Redis holds nothing of the partition yet).
+func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, error) {
 	res, err := claimScript.Exec(ctx, s.client, []string{s.metaKey},
-		[]string{strconv.FormatUint(floor, 10), flag(fresh)}).ToArray()
+		[]string{strconv.FormatUint(floor, 10), flag(complete)}).ToArray()
 	if err != nil {
 		return Claim{}, fmt.Errorf("state: claim partition %d: %w", s.opts.Partition, err)
 	}
@@ -133,7 +145,7 @@ type Result struct {
 	// Unchanged counts updates that changed nothing (duplicates, and
 	// versions between the first and the last).
 	Unchanged int
-	// ReadThrough counts urls whose state came from PostgreSQL.
+	// ReadThrough counts urls looked up in PostgreSQL.
 	ReadThrough int
 }
 
@@ -141,6 +153,10 @@ type Result struct {
 type Loader interface {
 	Load(ctx context.Context, urls []string) (map[string]document.Document, error)
 }
+
+// maxReadThroughs bounds the lookups of one batch: a second one is needed
+// only when a clean state expires between two script calls.
+const maxReadThroughs = 3
 
 // Apply merges a batch of updates into the partition's state and records
 // next as the applied offset, atomically, provided epoch still owns the
@@ -152,29 +168,55 @@ func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next 
 	for _, u := range updates {
 		keys = append(keys, s.docPrefix+u.Doc.URL)
 	}
-	head := []string{strconv.FormatUint(epoch, 10), strconv.FormatInt(next, 10), "0", strconv.Itoa(len(s.docPrefix))}
+	// Nobody else writes between the calls (the epoch), but a clean state
+	// may expire: then the script asks again.
+	looked := map[string]bool{}
+	stored := map[string]document.Document{}
+	for range maxReadThroughs {
+		res, err := s.apply(ctx, keys, s.applyArgs(epoch, next, updates, looked, stored), updates)
+		if err != nil || res.missing == nil {
+			res.ReadThrough = len(looked)
+			return res.Result, err
+		}
+		urls := make([]string, 0, len(res.missing))
+		for _, i := range res.missing {
+			urls = append(urls, updates[i].Doc.URL)
+			looked[updates[i].Doc.URL] = true
+		}
+		found, err := loader.Load(ctx, urls)
+		if err != nil {
+			return Result{}, fmt.Errorf("state: read through %d urls: %w", len(urls), err)
+		}
+		for url, d := range found {
+			stored[url] = d
+		}
+	}
+	return Result{}, fmt.Errorf("state: apply: urls still missing after %d read-throughs", maxReadThroughs)
+}
 
-	res, err := s.apply(ctx, keys, appendUpdates(head, updates, false, nil))
-	if err != nil || res.missing == nil {
-		return res.Result, err
+// applyArgs encodes a batch as apply.lua reads it, with the states looked
+// up in PostgreSQL so far.
+func (s *State) applyArgs(epoch uint64, next int64, updates []Update, looked map[string]bool, stored map[string]document.Document) []string {
+	withBase := len(looked) > 0
+	args := make([]string, 0, 5+9*len(updates))
+	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(next, 10), flag(withBase),
+		strconv.Itoa(len(s.docPrefix)), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10))
+	for _, u := range updates {
+		args = append(args, string(u.Emit), padded(u.Doc.PubDate), padded(u.Doc.FetchTime), u.Doc.Text)
+		if !withBase {
+			continue
+		}
+		base, found := stored[u.Doc.URL]
+		switch {
+		case found:
+			args = append(args, "+", padded(base.PubDate), padded(base.FetchTime), base.Text, padded(base.FirstFetchTime))
+		case looked[u.Doc.URL]:
+			args = append(args, "-", "", "", "", "")
+		default:
+			args = append(args, "", "", "", "", "")
+		}
 	}
-	// Read through: one query for every url Redis lacks, then the same call
-	// again with those states; nobody else writes meanwhile (the epoch).
-	urls := make([]string, 0, len(res.missing))
-	for _, i := range res.missing {
-		urls = append(urls, updates[i].Doc.URL)
-	}
-	stored, err := loader.Load(ctx, urls)
-	if err != nil {
-		return Result{}, fmt.Errorf("state: read through %d urls: %w", len(urls), err)
-	}
-	head[2] = "1"
-	res, err = s.apply(ctx, keys, appendUpdates(head, updates, true, stored))
-	if err == nil && res.missing != nil {
-		err = fmt.Errorf("state: apply: %d urls still missing after read-through", len(res.missing))
-	}
-	res.ReadThrough = len(urls)
-	return res.Result, err
+	return args
 }
 
 type applyResult struct {
@@ -182,7 +224,7 @@ type applyResult struct {
 	missing []int64
 }
 
-func (s *State) apply(ctx context.Context, keys, args []string) (applyResult, error) {
+func (s *State) apply(ctx context.Context, keys, args []string, updates []Update) (applyResult, error) {
 	res, err := applyScript.Exec(ctx, s.client, keys, args).ToArray()
 	if err != nil {
 		return applyResult{}, s.classify("apply batch", err)
@@ -204,9 +246,8 @@ func (s *State) apply(ctx context.Context, keys, args []string) (applyResult, er
 		return applyResult{}, fmt.Errorf("state: apply batch: reading result: %w", err)
 	}
 	out := applyResult{Result: Result{Unchanged: int(unchanged), Emitted: make([]document.Document, 0, len(rows))}}
-	updateCount := (len(keys) - 2)
 	for _, row := range rows {
-		d, err := emittedState(row, keys, len(s.docPrefix), updateCount, args)
+		d, err := emittedState(row, updates)
 		if err != nil {
 			return applyResult{}, fmt.Errorf("state: apply batch: reading emitted state: %w", err)
 		}
@@ -215,67 +256,57 @@ func (s *State) apply(ctx context.Context, keys, args []string) (applyResult, er
 	return out, nil
 }
 
-// emittedState decodes {index, p, f, ff, text or nil}; a nil text means
-// the update's own text, which the script does not send back.
-func emittedState(row rueidis.RedisMessage, keys []string, prefixLen, n int, args []string) (document.Document, error) {
+// emittedState decodes {update index, p, f, ff, text or nil}; a nil text
+// means the update's own, which the script does not send back.
+func emittedState(row rueidis.RedisMessage, updates []Update) (document.Document, error) {
 	f, err := row.ToArray()
 	if err != nil || len(f) != 5 {
 		return document.Document{}, fmt.Errorf("malformed row (%v)", err)
 	}
 	i, err := f[0].AsInt64()
-	if err != nil || i < 0 || int(i) >= n {
+	if err != nil || i < 0 || int(i) >= len(updates) {
 		return document.Document{}, fmt.Errorf("bad update index (%v)", err)
 	}
-	var d document.Document
-	d.URL = keys[2+i][prefixLen:]
-	var nums [3]uint64
-	for j, m := range f[1:4] {
-		text, err := m.ToString()
+	d := document.Document{URL: updates[i].Doc.URL}
+	for j, dst := range []*uint64{&d.PubDate, &d.FetchTime, &d.FirstFetchTime} {
+		digits, err := f[1+j].ToString()
 		if err == nil {
-			nums[j], err = strconv.ParseUint(text, 10, 64)
+			*dst, err = strconv.ParseUint(digits, 10, 64)
 		}
 		if err != nil {
 			return document.Document{}, fmt.Errorf("bad number: %w", err)
 		}
 	}
-	d.PubDate, d.FetchTime, d.FirstFetchTime = nums[0], nums[1], nums[2]
 	if d.Text, err = f[4].ToString(); err != nil {
-		d.Text = updateText(args, int(i))
+		d.Text = updates[i].Doc.Text
 	}
 	return d, nil
 }
 
-func updateText(args []string, i int) string {
-	stride := 4
-	if args[2] == "1" {
-		stride = 9
-	}
-	return args[4+i*stride+3]
-}
+// numberWidth is the width of the largest uint64 in decimal digits.
+const numberWidth = 20
 
-// appendUpdates encodes updates as apply.lua reads them, with the base states
-// read from PostgreSQL when withBase.
-func appendUpdates(args []string, updates []Update, withBase bool, stored map[string]document.Document) []string {
-	for _, u := range updates {
-		args = append(args, string(u.Emit), padded(u.Doc.PubDate), padded(u.Doc.FetchTime), u.Doc.Text)
-		if !withBase {
-			continue
-		}
-		base, found := stored[u.Doc.URL]
-		if !found {
-			args = append(args, "-", "", "", "", "")
-			continue
-		}
-		args = append(args, "+", padded(base.PubDate), padded(base.FetchTime), base.Text, padded(base.FirstFetchTime))
-	}
-	return args
-}
-
-// padded spells v in 20 digits, the width of the largest uint64, so that
-// the script can compare numbers as strings.
+// padded spells v in numberWidth digits, so that the scripts can compare
+// numbers as strings.
 func padded(v uint64) string {
 	s := strconv.FormatUint(v, 10)
-	return strings.Repeat("0", 20-len(s)) + s
+	return strings.Repeat("0", numberWidth-len(s)) + s
+}
+
+// decodeState reads a stored state: pubDate, fetchTime and firstFetchTime
+// in numberWidth digits each, then the text.
+func decodeState(url, v string) (document.Document, error) {
+	if len(v) < 3*numberWidth {
+		return document.Document{}, fmt.Errorf("stored state of %q is %d bytes, too short", url, len(v))
+	}
+	d := document.Document{URL: url, Text: v[3*numberWidth:]}
+	for j, dst := range []*uint64{&d.PubDate, &d.FetchTime, &d.FirstFetchTime} {
+		var err error
+		if *dst, err = strconv.ParseUint(v[j*numberWidth:(j+1)*numberWidth], 10, 64); err != nil {
+			return document.Document{}, fmt.Errorf("stored state of %q: %w", url, err)
+		}
+	}
+	return d, nil
 }
 
 func flag(b bool) string {
@@ -292,7 +323,7 @@ func (s *State) classify(op string, err error) error {
 		case strings.HasPrefix(rerr.Error(), "DXFENCED"):
 			return fmt.Errorf("%w (partition %d: %s)", ErrFenced, s.opts.Partition, rerr.Error())
 		case strings.HasPrefix(rerr.Error(), "DXLOST"):
-			return fmt.Errorf("%w (partition %d)", ErrLost, s.opts.Partition)
+			return fmt.Errorf("%w (partition %d: %s)", ErrLost, s.opts.Partition, rerr.Error())
 		}
 	}
 	return fmt.Errorf("state: %s of partition %d: %w", op, s.opts.Partition, err)

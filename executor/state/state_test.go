@@ -25,15 +25,17 @@ func servers(t *testing.T, test func(t *testing.T, c rueidis.Client)) {
 	t.Run("miniredis", func(t *testing.T) { test(t, testenv.MiniRedis(t)) })
 }
 
-// fresh returns the state of a new partition nobody else uses, claimed.
-func fresh(t testing.TB, c rueidis.Client, complete bool) (*state.State, uint64) {
+// fresh returns the state of a new partition nobody else uses, claimed,
+// and its pool.
+func fresh(t testing.TB, c rueidis.Client, complete bool) (*state.State, uint64, string) {
 	t.Helper()
-	s := state.New(c, state.Options{Pool: fmt.Sprintf("test-%x", rand.Uint64()), Partition: 3})
+	pool := fmt.Sprintf("test-%x", rand.Uint64())
+	s := state.New(c, state.Options{Pool: pool, Partition: 3})
 	claim, err := s.Claim(context.Background(), 0, complete)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, claim.Epoch
+	return s, claim.Epoch, pool
 }
 
 func changed(docs ...document.Document) []state.Update {
@@ -58,7 +60,7 @@ func TestApplyFollowsTheReferenceCases(t *testing.T) {
 		for _, tc := range documenttest.MergeCases() {
 			t.Run(tc.Name, func(t *testing.T) {
 				// One update per batch: the emission after each update.
-				s, epoch := fresh(t, c, false)
+				s, epoch, _ := fresh(t, c, false)
 				for i, u := range tc.Updates {
 					res, err := s.Apply(ctx, epoch, changed(u), int64(i+1), &noStore{})
 					if err != nil {
@@ -72,7 +74,7 @@ func TestApplyFollowsTheReferenceCases(t *testing.T) {
 				checkFinal(t, s, tc.Final)
 
 				// The whole case in one batch: the same emissions in order.
-				s, epoch = fresh(t, c, true)
+				s, epoch, _ = fresh(t, c, true)
 				res, err := s.Apply(ctx, epoch, changed(tc.Updates...), 1, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -127,7 +129,7 @@ func TestAnyBatchingAndOrderGivesTheGoFold(t *testing.T) {
 			cur, found := want[u.URL]
 			want[u.URL], _ = document.Apply(cur, found, u)
 		}
-		s, epoch := fresh(t, c, true)
+		s, epoch, _ := fresh(t, c, true)
 		order := rapid.Permutation(append(updates, updates[:rapid.IntRange(0, len(updates)).Draw(rt, "dups")]...)).Draw(rt, "order")
 		for next := 0; len(order) > 0; {
 			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
@@ -156,9 +158,15 @@ func TestAnyBatchingAndOrderGivesTheGoFold(t *testing.T) {
 type pgCopy struct {
 	docs  map[string]document.Document
 	calls [][]string
+	// before, if set, runs once, at the first lookup.
+	before func()
 }
 
 func (p *pgCopy) Load(_ context.Context, urls []string) (map[string]document.Document, error) {
+	if p.before != nil {
+		p.before()
+		p.before = nil
+	}
 	p.calls = append(p.calls, slices.Clone(urls))
 	out := map[string]document.Document{}
 	for _, u := range urls {
@@ -174,7 +182,7 @@ func TestMissingStatesAreReadThroughOncePerBatch(t *testing.T) {
 		ctx := context.Background()
 		stored := document.Document{URL: "old", PubDate: 1, FetchTime: 100, Text: "stored", FirstFetchTime: 50}
 		pg := &pgCopy{docs: map[string]document.Document{"old": stored}}
-		s, epoch := fresh(t, c, false)
+		s, epoch, _ := fresh(t, c, false)
 
 		res, err := s.Apply(ctx, epoch, changed(
 			document.Document{URL: "old", PubDate: 9, FetchTime: 70, Text: "between"}, // between first and last: no change
@@ -208,7 +216,7 @@ func TestAReadThroughStateLeftUnchangedIsCachedClean(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
 		stored := document.Document{URL: "u", PubDate: 1, FetchTime: 100, Text: "stored", FirstFetchTime: 50}
-		s, epoch := fresh(t, c, false)
+		s, epoch, _ := fresh(t, c, false)
 		res, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", PubDate: 1, FetchTime: 100, Text: "stored"}), 1,
 			&pgCopy{docs: map[string]document.Document{"u": stored}})
 		if err != nil || len(res.Emitted) != 0 {
@@ -225,9 +233,44 @@ func TestAReadThroughStateLeftUnchangedIsCachedClean(t *testing.T) {
 
 func TestACompletePartitionNeverReadsThrough(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
-		s, epoch := fresh(t, c, true)
-		if _, err := s.Apply(context.Background(), epoch, changed(document.Document{URL: "u", FetchTime: 1}), 1, nil); err != nil {
+		s, epoch, _ := fresh(t, c, true)
+		pg := &noStore{}
+		if _, err := s.Apply(context.Background(), epoch, changed(document.Document{URL: "u", FetchTime: 1}), 1, pg); err != nil {
 			t.Fatal(err)
+		}
+		if len(pg.calls) != 0 {
+			t.Fatalf("looked up %v in PostgreSQL", pg.calls)
+		}
+	})
+}
+
+func TestAUrlThatExpiresDuringAReadThroughIsLookedUpToo(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch, pool := fresh(t, c, false)
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "cached", FetchTime: 5}), 1, &noStore{}); err != nil {
+			t.Fatal(err)
+		}
+		stored := document.Document{URL: "cached", FetchTime: 9, Text: "synced", FirstFetchTime: 1}
+		// The first lookup (of "new") coincides with "cached" expiring.
+		pg := &pgCopy{docs: map[string]document.Document{"cached": stored}, before: func() {
+			if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:d:cached", pool)).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+		}}
+		res, err := s.Apply(ctx, epoch, changed(document.Document{URL: "new", FetchTime: 1}, document.Document{URL: "cached", FetchTime: 3}), 2, pg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pg.calls) != 2 || !slices.Equal(pg.calls[1], []string{"cached"}) || res.ReadThrough != 2 {
+			t.Fatalf("lookups %v (%d), want [new] then [cached]", pg.calls, res.ReadThrough)
+		}
+		if want := []document.Document{{URL: "new", FetchTime: 1, FirstFetchTime: 1}}; !slices.Equal(res.Emitted, want) {
+			t.Fatalf("emitted %+v, want only %+v", res.Emitted, want)
+		}
+		want := document.Document{URL: "cached", FetchTime: 9, Text: "synced", FirstFetchTime: 1}
+		if got, _ := s.Get(ctx, "cached"); got["cached"] != want {
+			t.Fatalf("cached is %+v, want PostgreSQL's %+v (an expired url is not a new one)", got["cached"], want)
 		}
 	})
 }
@@ -235,7 +278,7 @@ func TestACompletePartitionNeverReadsThrough(t *testing.T) {
 func TestEmitModes(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
-		s, epoch := fresh(t, c, true)
+		s, epoch, _ := fresh(t, c, true)
 		v1 := document.Document{URL: "u", PubDate: 1, FetchTime: 10, Text: "v1"}
 		v2 := document.Document{URL: "u", PubDate: 2, FetchTime: 20, Text: "v2"}
 		res, err := s.Apply(ctx, epoch, []state.Update{{Doc: v2, Emit: state.EmitNever}, {Doc: v1, Emit: state.EmitAlways}, {Doc: v2, Emit: state.EmitAlways}}, 3, nil)
@@ -252,7 +295,7 @@ func TestEmitModes(t *testing.T) {
 func TestALaterClaimFencesTheEarlierWriter(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
-		s, old := fresh(t, c, true)
+		s, old, _ := fresh(t, c, true)
 		claim, err := s.Claim(ctx, 0, false)
 		if err != nil || claim.Epoch != old+1 {
 			t.Fatalf("claim: %+v, %v", claim, err)
@@ -264,8 +307,8 @@ func TestALaterClaimFencesTheEarlierWriter(t *testing.T) {
 		if got, _ := s.Get(ctx, "u"); len(got) != 0 {
 			t.Fatalf("fenced writer changed state: %+v", got)
 		}
-		if p, _ := s.Progress(ctx); p.HasApplied {
-			t.Fatalf("fenced writer moved the offset: %+v", p)
+		if off, found, _ := s.Applied(ctx); found {
+			t.Fatalf("fenced writer moved the offset to %d", off)
 		}
 	})
 }
@@ -273,12 +316,19 @@ func TestALaterClaimFencesTheEarlierWriter(t *testing.T) {
 func TestAWipedPartitionIsReportedLostAndReclaimedAboveTheFloor(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
-		s, epoch := fresh(t, c, true)
+		s, epoch, pool := fresh(t, c, true)
 		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", FetchTime: 1}), 7, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Do(ctx, c.B().Flushall().Build()).Error(); err != nil {
-			t.Fatal(err)
+		testenv.WipePool(t, c, pool)
+		for name, call := range map[string]func() error{
+			"begin sync": func() error { _, _, _, err := s.BeginSync(ctx, epoch); return err },
+			"sync page":  func() error { _, _, err := s.SyncPage(ctx, epoch, 10); return err },
+			"mark clean": func() error { return s.MarkClean(ctx, epoch, []document.Document{{URL: "u"}}) },
+		} {
+			if err := call(); !errors.Is(err, state.ErrLost) {
+				t.Fatalf("%s: got %v, want ErrLost", name, err)
+			}
 		}
 		_, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", FetchTime: 2}), 8, nil)
 		if !errors.Is(err, state.ErrLost) {
@@ -294,7 +344,7 @@ func TestAWipedPartitionIsReportedLostAndReclaimedAboveTheFloor(t *testing.T) {
 func TestTheAppliedOffsetNeverMovesBackwards(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
-		s, epoch := fresh(t, c, true)
+		s, epoch, _ := fresh(t, c, true)
 		for _, next := range []int64{10, 4} {
 			if _, err := s.Apply(ctx, epoch, nil, next, nil); err != nil {
 				t.Fatal(err)
@@ -307,35 +357,96 @@ func TestTheAppliedOffsetNeverMovesBackwards(t *testing.T) {
 	})
 }
 
-func TestCleanLeavesAStateThatChangedDuringTheSyncDirty(t *testing.T) {
+func TestASyncPassTakesEveryChangeBeforeItAndNoneAfter(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
-		s, epoch := fresh(t, c, true)
+		s, epoch, _ := fresh(t, c, true)
 		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "a", FetchTime: 1}, document.Document{URL: "b", FetchTime: 1}), 2, nil); err != nil {
 			t.Fatal(err)
 		}
-		p, err := s.Progress(ctx)
-		if err != nil {
-			t.Fatal(err)
+		applied, found, pending, err := s.BeginSync(ctx, epoch)
+		if err != nil || !found || applied != 2 || pending != 2 {
+			t.Fatalf("begin sync: applied %d (%v), pending %d, %v", applied, found, pending, err)
 		}
-		batch, _, err := s.Dirty(ctx, p.Seq, 10)
-		if err != nil || len(batch) != 2 {
-			t.Fatalf("dirty: %+v, %v", batch, err)
-		}
-		// b changes after the sync read it.
+		// b changes during the pass.
 		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "b", FetchTime: 2}), 3, nil); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := s.MarkClean(ctx, batch); err != nil || n != 1 {
-			t.Fatalf("cleaned %d, %v; want 1", n, err)
+		page, last, err := s.SyncPage(ctx, epoch, 10)
+		if err != nil || !last || len(page) != 2 {
+			t.Fatalf("page %+v (last %v), %v; want both urls", page, last, err)
 		}
-		left, _, err := s.Dirty(ctx, p.Seq+1, 10)
-		if err != nil || len(left) != 1 || left[0].Doc.URL != "b" || left[0].Doc.FetchTime != 2 {
-			t.Fatalf("still dirty: %+v, %v; want b at fetchTime 2", left, err)
+		if err := s.MarkClean(ctx, epoch, page); err != nil {
+			t.Fatal(err)
 		}
-		// Changes after the snapshot are not part of it.
-		if old, _, _ := s.Dirty(ctx, p.Seq, 10); len(old) != 0 {
-			t.Fatalf("dirty up to the old snapshot: %+v", old)
+		// b's change after the snapshot waits for the next pass.
+		applied, _, pending, err = s.BeginSync(ctx, epoch)
+		if err != nil || applied != 3 || pending != 1 {
+			t.Fatalf("next pass: applied %d, pending %d, %v; want 3 and b", applied, pending, err)
+		}
+		page, last, err = s.SyncPage(ctx, epoch, 10)
+		if err != nil || !last || len(page) != 1 || page[0].URL != "b" || page[0].FetchTime != 2 {
+			t.Fatalf("page %+v, %v; want b at fetchTime 2", page, err)
+		}
+	})
+}
+
+func TestAFailedPassLeavesItsUrlsForTheNext(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch, _ := fresh(t, c, true)
+		var docs []document.Document
+		for i := range 5 {
+			docs = append(docs, document.Document{URL: fmt.Sprint(i), FetchTime: 1})
+		}
+		if _, err := s.Apply(ctx, epoch, changed(docs...), 5, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
+			t.Fatal(err)
+		}
+		page, last, err := s.SyncPage(ctx, epoch, 2)
+		if err != nil || last || len(page) != 2 {
+			t.Fatalf("page %+v (last %v), %v; want 2 of 5", page, last, err)
+		}
+		if err := s.MarkClean(ctx, epoch, page); err != nil {
+			t.Fatal(err)
+		}
+		// The pass dies here; a new url changes; the next pass has all four.
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "new", FetchTime: 1}), 6, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, pending, err := s.BeginSync(ctx, epoch); err != nil || pending != 4 {
+			t.Fatalf("pending %d, %v; want the 3 left and the new one", pending, err)
+		}
+		if n, _ := s.DirtyCount(ctx); n != 4 {
+			t.Fatalf("dirty count %d, want 4", n)
+		}
+	})
+}
+
+func TestAFencedSyncerCannotMarkClean(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, old, _ := fresh(t, c, true)
+		if _, err := s.Apply(ctx, old, changed(document.Document{URL: "a", FetchTime: 1}), 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := s.BeginSync(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		page, _, err := s.SyncPage(ctx, old, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Claim(ctx, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkClean(ctx, old, page); !errors.Is(err, state.ErrFenced) {
+			t.Fatalf("got %v, want ErrFenced", err)
+		}
+		if n, _ := s.DirtyCount(ctx); n != 1 {
+			t.Fatalf("dirty count %d, want 1", n)
 		}
 	})
 }
@@ -363,8 +474,14 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 	if ttl() != -1 {
 		t.Fatal("a dirty state has a TTL")
 	}
-	batch, _, _ := s.Dirty(ctx, 1, 10)
-	if _, err := s.MarkClean(ctx, batch); err != nil {
+	if _, _, _, err := s.BeginSync(ctx, claim.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	page, _, err := s.SyncPage(ctx, claim.Epoch, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkClean(ctx, claim.Epoch, page); err != nil {
 		t.Fatal(err)
 	}
 	if got := ttl(); got <= 0 || got > 3600 {

@@ -318,7 +318,7 @@ func writeWatermark(tx *gorm.DB, mark Watermark) error {
 		UpdatedAt:    time.Now().UTC(),
 	}
 	res := tx.Table(partitionsTable).Clauses(clause.OnConflict{
-		Columns:   []clause.Column{{Name: "pool"}, {Name: "partition"}},
+		Columns: []clause.Column{{Name: "pool"}, {Name: "partition"}},
 		DoUpdates: clause.Assignments(map[string]any{
 			"synced_offset": gorm.Expr(`CASE WHEN excluded."synced_offset" > "` + partitionsTable + `"."synced_offset" THEN excluded."synced_offset" ELSE "` + partitionsTable + `"."synced_offset" END`),
 			"epoch":         gorm.Expr(`excluded."epoch"`),

@@ -4,10 +4,10 @@
 // row backwards). Its cost is O(changes), not O(keyspace).
 //
 // The partition's synced-offset watermark advances only once every change
-// made below an applied offset is stored: a pass snapshots (applied offset,
-// change number) first, drains the urls dirty up to that change number, and
-// writes the snapshot's offset with the last batch. A crash anywhere leaves
-// the urls dirty and the old watermark in place: the next pass repeats the
+// made below an applied offset is stored: a pass sets aside the urls dirty
+// so far together with the applied offset (state.BeginSync), drains them,
+// and writes that offset with the last batch. A crash anywhere leaves the
+// urls set aside and the old watermark in place: the next pass repeats the
 // writes harmlessly.
 package syncer
 
@@ -51,8 +51,9 @@ type Syncer struct {
 // It returns how many states it wrote.
 func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	started := time.Now()
-	snap, err := s.State.Progress(ctx)
-	if err != nil || !snap.HasApplied {
+	defer s.updateLag(ctx)
+	applied, hasApplied, _, err := s.State.BeginSync(ctx, epoch)
+	if err != nil || !hasApplied {
 		return 0, err
 	}
 	limit := s.Batch
@@ -61,38 +62,33 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	}
 	rows := 0
 	for {
-		batch, more, err := s.State.Dirty(ctx, snap.Seq, limit)
+		page, last, err := s.State.SyncPage(ctx, epoch, limit)
 		if err != nil {
 			return rows, err
 		}
 		var mark *store.Watermark
-		if !more && (len(batch) > 0 || !s.hasSynced || s.synced != snap.Applied) {
-			mark = &store.Watermark{Pool: s.Pool, Partition: s.Part, Offset: snap.Applied, Epoch: epoch}
+		if last && (len(page) > 0 || !s.hasSynced || s.synced != applied) {
+			mark = &store.Watermark{Pool: s.Pool, Partition: s.Part, Offset: applied, Epoch: epoch}
 		}
-		if len(batch) == 0 && mark == nil {
+		if len(page) == 0 && mark == nil {
 			break
 		}
-		states := make([]document.Document, len(batch))
-		for i, d := range batch {
-			states[i] = d.Doc
-		}
-		if err := s.Store.Save(ctx, states, mark); err != nil {
+		if err := s.Store.Save(ctx, page, mark); err != nil {
 			return rows, fmt.Errorf("syncer: partition %d: %w", s.Part, err)
 		}
-		if _, err := s.State.MarkClean(ctx, batch); err != nil {
+		if err := s.State.MarkClean(ctx, epoch, page); err != nil {
 			return rows, err
 		}
-		rows += len(batch)
-		s.Metrics.SyncedRows.Add(float64(len(batch)))
+		rows += len(page)
+		s.Metrics.SyncedRows.Add(float64(len(page)))
 		if mark != nil {
 			s.synced, s.hasSynced = mark.Offset, true
 		}
-		if !more {
+		if last {
 			break
 		}
 	}
 	s.Metrics.SyncSeconds.Observe(time.Since(started).Seconds())
-	s.Metrics.SyncLag.Set(0)
 	return rows, nil
 }
 
@@ -115,17 +111,16 @@ func (s *Syncer) Run(ctx context.Context, epoch uint64, interval time.Duration) 
 			if Fatal(err) {
 				return err
 			}
-			s.Log.Warn("Sync pass failed; dirty states wait in Redis", "partition", s.Part, "err", err)
-			s.updateLag(ctx)
+			s.Log.Warn("Sync pass failed; dirty states wait in Redis", "err", err)
 		}
 	}
 }
 
-// updateLag measures how far PostgreSQL is behind after a failed pass.
+// updateLag measures how far PostgreSQL's watermark is behind Redis.
 func (s *Syncer) updateLag(ctx context.Context) {
-	p, err := s.State.Progress(ctx)
-	if err == nil && p.HasApplied && s.hasSynced {
-		s.Metrics.SyncLag.Set(float64(p.Applied - s.synced))
+	applied, found, err := s.State.Applied(ctx)
+	if err == nil && found && s.hasSynced {
+		s.Metrics.SyncLag.Set(float64(applied - s.synced))
 	}
 }
 

@@ -7,6 +7,7 @@
 package testenv
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
@@ -102,4 +103,29 @@ func Kafka(t testing.TB, partitions int32, topics ...string) []string {
 	}
 	t.Cleanup(c.Close)
 	return c.ListenAddrs()
+}
+
+// WipePool deletes every Redis key of a pool, as a Redis restart would,
+// without touching other tests' keys (FLUSHALL would: packages run in
+// parallel against the same server).
+func WipePool(t testing.TB, c rueidis.Client, pool string) {
+	t.Helper()
+	ctx := context.Background()
+	var cursor uint64
+	for {
+		entry, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match("dx:{"+pool+"/*").Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			t.Fatalf("scan keys of pool %s: %v", pool, err)
+		}
+		if len(entry.Elements) > 0 {
+			for _, key := range entry.Elements {
+				if err := c.Do(ctx, c.B().Del().Key(key).Build()).Error(); err != nil {
+					t.Fatalf("delete %s: %v", key, err)
+				}
+			}
+		}
+		if cursor = entry.Cursor; cursor == 0 {
+			return
+		}
+	}
 }

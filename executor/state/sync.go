@@ -1,0 +1,142 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/rueidis"
+
+	"github.com/docexec/docexec/executor/document"
+)
+
+// BeginSync starts a sync pass: the urls dirty so far are set aside to be
+// synced, and applied is the offset below which all their changes lie.
+// pending counts them (with any left over from a failed pass).
+func (s *State) BeginSync(ctx context.Context, epoch uint64) (applied int64, hasApplied bool, pending int64, err error) {
+	res, err := beginSyncScript.Exec(ctx, s.client, []string{s.metaKey, s.dirtyKey, s.syncingKey},
+		[]string{strconv.FormatUint(epoch, 10)}).ToArray()
+	if err != nil {
+		return 0, false, 0, s.classify("begin sync", err)
+	}
+	if text, err := res[0].ToString(); err == nil {
+		if applied, err = strconv.ParseInt(text, 10, 64); err != nil {
+			return 0, false, 0, fmt.Errorf("state: begin sync of partition %d: applied offset %q: %w", s.opts.Partition, text, err)
+		}
+		hasApplied = true
+	}
+	pending, err = res[1].AsInt64()
+	if err != nil {
+		return 0, false, 0, fmt.Errorf("state: begin sync of partition %d: %w", s.opts.Partition, err)
+	}
+	return applied, hasApplied, pending, nil
+}
+
+// SyncPage returns the states of up to limit urls set aside by BeginSync;
+// last says that no others are left.
+func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states []document.Document, last bool, err error) {
+	urls, err := s.client.Do(ctx, s.client.B().Srandmember().Key(s.syncingKey).Count(int64(limit)).Build()).AsStrSlice()
+	if err != nil {
+		return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
+	}
+	keys := make([]string, 0, len(urls)+2)
+	keys = append(keys, s.metaKey, s.syncingKey)
+	for _, url := range urls {
+		keys = append(keys, s.docPrefix+url)
+	}
+	res, err := syncPageScript.Exec(ctx, s.client, keys, []string{strconv.FormatUint(epoch, 10)}).ToArray()
+	if err != nil {
+		return nil, false, s.classify("read states to sync", err)
+	}
+	left, err := res[0].AsInt64()
+	if err != nil {
+		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %w", s.opts.Partition, err)
+	}
+	values, err := res[1].AsStrSlice()
+	if err != nil || len(values) != len(urls) {
+		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d values for %d urls (%v)", s.opts.Partition, len(values), len(urls), err)
+	}
+	states = make([]document.Document, len(urls))
+	for i, v := range values {
+		if states[i], err = decodeState(urls[i], v); err != nil {
+			return nil, false, fmt.Errorf("state: %w", err)
+		}
+	}
+	return states, left <= int64(len(urls)), nil
+}
+
+// MarkClean ends the sync of states that SyncPage returned and PostgreSQL
+// now holds. With a CleanTTL they may expire, unless changed since.
+func (s *State) MarkClean(ctx context.Context, epoch uint64, states []document.Document) error {
+	if len(states) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(states)+3)
+	args := make([]string, 0, len(states)+2)
+	keys = append(keys, s.metaKey, s.dirtyKey, s.syncingKey)
+	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10))
+	for _, d := range states {
+		keys = append(keys, s.docPrefix+d.URL)
+		args = append(args, d.URL)
+	}
+	if err := cleanScript.Exec(ctx, s.client, keys, args).Error(); err != nil {
+		return s.classify(fmt.Sprintf("mark %d states clean", len(states)), err)
+	}
+	return nil
+}
+
+// DirtyCount returns how many urls wait for the sync.
+func (s *State) DirtyCount(ctx context.Context) (int64, error) {
+	var n int64
+	for _, key := range []string{s.dirtyKey, s.syncingKey} {
+		c, err := s.client.Do(ctx, s.client.B().Scard().Key(key).Build()).AsInt64()
+		if err != nil {
+			return 0, fmt.Errorf("state: count dirty urls of partition %d: %w", s.opts.Partition, err)
+		}
+		n += c
+	}
+	return n, nil
+}
+
+// Applied returns the offset after the last applied batch.
+func (s *State) Applied(ctx context.Context) (offset int64, found bool, err error) {
+	offset, err = s.client.Do(ctx, s.client.B().Hget().Key(s.metaKey).Field("applied").Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("state: read applied offset of partition %d: %w", s.opts.Partition, err)
+	}
+	return offset, true, nil
+}
+
+// Get returns the current states that Redis holds of urls, in one MGET (the
+// keys share a slot). Tests and tools use it; the pipeline learns states
+// from Apply.
+func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Document, error) {
+	out := make(map[string]document.Document, len(urls))
+	if len(urls) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(urls))
+	for i, url := range urls {
+		keys[i] = s.docPrefix + url
+	}
+	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("state: read %d states of partition %d: %w", len(urls), s.opts.Partition, err)
+	}
+	for i, v := range vals {
+		raw, err := v.ToString()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("state: read state of %q: %w", urls[i], err)
+		}
+		if out[urls[i]], err = decodeState(urls[i], raw); err != nil {
+			return nil, fmt.Errorf("state: %w", err)
+		}
+	}
+	return out, nil
+}

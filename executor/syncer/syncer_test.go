@@ -1,0 +1,216 @@
+package syncer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/metrics"
+	"github.com/docexec/docexec/executor/state"
+	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/executor/syncer"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+type fixture struct {
+	state *state.State
+	store *store.Store
+	epoch uint64
+	next  int64
+	pool  string
+}
+
+func newFixture(t *testing.T) *fixture {
+	ctx := context.Background()
+	pool := fmt.Sprintf("sync%x", rand.Uint64())
+	s := state.New(testenv.Redis(t), state.Options{Pool: pool, Partition: 2})
+	claim, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenPostgres(ctx, testenv.Postgres(t), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{state: s, store: st, epoch: claim.Epoch, pool: pool}
+}
+
+// apply merges versions of urls u0..u(n-1) with the given fetch time.
+func (f *fixture) apply(t *testing.T, n int, fetch uint64) {
+	t.Helper()
+	updates := make([]state.Update, n)
+	for i := range updates {
+		updates[i] = state.Update{Emit: state.EmitNever, Doc: document.Document{URL: fmt.Sprintf("u%d", i), FetchTime: fetch, Text: fmt.Sprint(fetch)}}
+	}
+	f.next += int64(n)
+	if _, err := f.state.Apply(context.Background(), f.epoch, updates, f.next, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) syncer(s syncer.Store) *syncer.Syncer {
+	return &syncer.Syncer{State: f.state, Store: s, Pool: f.pool, Part: 2, Batch: 100,
+		Metrics: metrics.New(prometheus.NewRegistry()).Partition(f.pool, 2), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// check asserts PostgreSQL holds urls u0..u(n-1) at fetch and the
+// watermark is at the applied offset, and Redis has nothing dirty.
+func (f *fixture) check(t *testing.T, n int, fetch uint64) {
+	t.Helper()
+	ctx := context.Background()
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("u%d", i)
+	}
+	stored, err := f.store.Load(ctx, urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range urls {
+		if stored[u].FetchTime != fetch {
+			t.Fatalf("PostgreSQL has %+v for %s, want fetchTime %d", stored[u], u, fetch)
+		}
+	}
+	mark, found, err := f.store.Watermark(ctx, f.pool, 2)
+	if err != nil || !found || mark.Offset != f.next || mark.Epoch != f.epoch {
+		t.Fatalf("watermark %+v (found %v, %v), want offset %d epoch %d", mark, found, err, f.next, f.epoch)
+	}
+	if dirty, _ := f.state.DirtyCount(ctx); dirty != 0 {
+		t.Fatalf("%d states still dirty", dirty)
+	}
+}
+
+func TestAPassStoresEachDirtyStateOnce(t *testing.T) {
+	f := newFixture(t)
+	f.apply(t, 250, 1)
+	f.apply(t, 250, 2) // the same urls again: still 250 dirty states
+	s := f.syncer(f.store)
+	rows, err := s.Pass(context.Background(), f.epoch)
+	if err != nil || rows != 250 {
+		t.Fatalf("synced %d rows (%v), want 250", rows, err)
+	}
+	f.check(t, 250, 2)
+	if rows, err := s.Pass(context.Background(), f.epoch); err != nil || rows != 0 {
+		t.Fatalf("an idle pass synced %d rows (%v)", rows, err)
+	}
+}
+
+// failing is a store whose Save fails on call number failAt, before or
+// after the real Save committed (a crash, or a lost acknowledgement).
+type failing struct {
+	*store.Store
+	calls, failAt int
+	afterCommit   bool
+}
+
+var errCrash = errors.New("crash")
+
+func (s *failing) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
+	s.calls++
+	if s.calls != s.failAt {
+		return s.Store.Save(ctx, states, mark)
+	}
+	if s.afterCommit {
+		if err := s.Store.Save(ctx, states, mark); err != nil {
+			return err
+		}
+	}
+	return errCrash
+}
+
+func TestACrashAtAnyPointOfAPassLosesNothing(t *testing.T) {
+	for failAt := 1; failAt <= 4; failAt++ { // 350 states in batches of 100: 4 saves
+		for _, afterCommit := range []bool{false, true} {
+			t.Run(fmt.Sprintf("save %d fails, committed=%v", failAt, afterCommit), func(t *testing.T) {
+				f := newFixture(t)
+				f.apply(t, 350, 5)
+				_, err := f.syncer(&failing{Store: f.store, failAt: failAt, afterCommit: afterCommit}).Pass(context.Background(), f.epoch)
+				if !errors.Is(err, errCrash) {
+					t.Fatalf("got %v, want the crash", err)
+				}
+				mark, found, _ := f.store.Watermark(context.Background(), f.pool, 2)
+				if found && mark.Offset == f.next && !(afterCommit && failAt == 4) {
+					t.Fatalf("the watermark reached %d before every state was stored", mark.Offset)
+				}
+				// A new executor's pass finishes the job.
+				if _, err := f.syncer(f.store).Pass(context.Background(), f.epoch); err != nil {
+					t.Fatal(err)
+				}
+				f.check(t, 350, 5)
+			})
+		}
+	}
+}
+
+func TestChangesDuringAPassStayDirtyForTheNext(t *testing.T) {
+	f := newFixture(t)
+	f.apply(t, 150, 1)
+	racing := &racingStore{Store: f.store, during: func() { f.apply(t, 150, 9) }}
+	if _, err := f.syncer(racing).Pass(context.Background(), f.epoch); err != nil {
+		t.Fatal(err)
+	}
+	if dirty, _ := f.state.DirtyCount(context.Background()); dirty != 150 {
+		t.Fatalf("%d dirty after the pass, want the 150 changed during it", dirty)
+	}
+	// The watermark covers only what was applied when the pass began.
+	if mark, _, _ := f.store.Watermark(context.Background(), f.pool, 2); mark.Offset != 150 {
+		t.Fatalf("watermark %d after the first pass, want 150", mark.Offset)
+	}
+	if _, err := f.syncer(f.store).Pass(context.Background(), f.epoch); err != nil {
+		t.Fatal(err)
+	}
+	f.check(t, 150, 9)
+}
+
+// racingStore changes the state once, during its first Save.
+type racingStore struct {
+	*store.Store
+	during func()
+}
+
+func (s *racingStore) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
+	if s.during != nil {
+		s.during()
+		s.during = nil
+	}
+	return s.Store.Save(ctx, states, mark)
+}
+
+func TestARedisWipeDuringAPassStopsIt(t *testing.T) {
+	f := newFixture(t)
+	f.apply(t, 350, 1)
+	wiping := &racingStore{Store: f.store, during: func() { testenv.WipePool(t, testenv.Redis(t), f.pool) }}
+	_, err := f.syncer(wiping).Pass(context.Background(), f.epoch)
+	if !errors.Is(err, state.ErrLost) || !syncer.Fatal(err) {
+		t.Fatalf("got %v, want a fatal ErrLost", err)
+	}
+	if mark, found, _ := f.store.Watermark(context.Background(), f.pool, 2); found && mark.Offset >= 0 {
+		t.Fatalf("watermark %d written although 250 states were never stored", mark.Offset)
+	}
+}
+
+func TestAFencedPassWritesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.apply(t, 10, 1)
+	if err := f.store.Save(context.Background(), nil, &store.Watermark{Pool: f.pool, Partition: 2, Epoch: f.epoch + 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.syncer(f.store).Pass(context.Background(), f.epoch)
+	if !errors.Is(err, store.ErrFenced) || !syncer.Fatal(err) {
+		t.Fatalf("got %v, want a fatal ErrFenced", err)
+	}
+	if dirty, _ := f.state.DirtyCount(context.Background()); dirty != 10 {
+		t.Fatalf("%d dirty after a fenced pass, want all 10", dirty)
+	}
+}

@@ -3,6 +3,9 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"testing"
 	"time"
 
@@ -98,5 +101,86 @@ func TestANewerWriterFencesTheOlder(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no message %q", want)
 		}
+	}
+}
+
+// failProduce makes the broker answer the next produce request with code
+// for every partition.
+func failProduce(c *kfake.Cluster, code int16) {
+	c.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+}
+
+func TestAFailedTransactionIsRetriedAndCommittedOnce(t *testing.T) {
+	cluster := testenv.KafkaCluster(t, 1, "in", "out")
+	cfg := kafka.Config{Brokers: cluster.ListenAddrs()}
+	w, err := kafka.NewWriter(cfg, kafka.WriterOptions{TransactionalID: "t", Group: "g", InputTopic: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	failProduce(cluster, kerr.InvalidRecord.Code) // abortable
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("once")}}, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("next")}}, 8); err != nil {
+		t.Fatal(err)
+	}
+	client, err := kafka.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if off, _, err := client.Committed("g", "in", 0); err != nil || off != 8 {
+		t.Fatalf("committed %d, %v; want 8", off, err)
+	}
+	r, err := client.Read("out", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for len(got) < 2 {
+		select {
+		case m := <-r.Messages():
+			got = append(got, string(m.Value))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("read %q, want [once next]", got)
+		}
+	}
+	if got[0] != "once" || got[1] != "next" {
+		t.Fatalf("read %q, want [once next]: the failed try must not show", got)
+	}
+}
+
+func TestARecordTheBrokerRefusesIsAPermanentError(t *testing.T) {
+	cluster := testenv.KafkaCluster(t, 1, "in", "out")
+	w, err := kafka.NewWriter(kafka.Config{Brokers: cluster.ListenAddrs()}, kafka.WriterOptions{TransactionalID: "t", Group: "g", InputTopic: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	failProduce(cluster, kerr.MessageTooLarge.Code)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = w.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("big")}}, 1)
+	if !errors.Is(err, kafka.ErrPermanent) {
+		t.Fatalf("got %v, want ErrPermanent", err)
 	}
 }

@@ -4,14 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/IBM/sarama"
 )
 
-// ErrFenced means a newer producer with the same transactional id exists: a
-// newer executor owns the partition.
-var ErrFenced = errors.New("kafka: producer fenced by a newer executor")
+var (
+	// ErrFenced means a newer producer with the same transactional id exists: a
+	// newer executor owns the partition.
+	ErrFenced = errors.New("kafka: producer fenced by a newer executor")
+	// ErrPermanent marks a batch that no retry can publish (a record larger
+	// than the broker accepts): the executor must stop rather than loop.
+	ErrPermanent = errors.New("kafka: the batch cannot be published")
+)
 
 // WriterOptions says which partition's transactions a Writer makes.
 type WriterOptions struct {
@@ -24,6 +30,8 @@ type WriterOptions struct {
 	// InputTopic and Partition are what the committed offsets refer to.
 	InputTopic string
 	Partition  int32
+	// Log receives a warning for each retried transaction; nil: slog's default.
+	Log *slog.Logger
 }
 
 // TransactionalID returns the transactional id of a pool's partition.
@@ -33,30 +41,44 @@ func TransactionalID(pool, inputTopic string, partition int32) string {
 
 // Writer publishes batches transactionally.
 type Writer struct {
+	cfg      Config
 	opts     WriterOptions
 	client   sarama.Client
 	producer sarama.SyncProducer
 }
 
 // NewWriter opens the partition's transactional producer, fencing any
-// earlier producer of the same transactional id.
+// earlier producer of the same transactional id (the broker aborts its open
+// transaction).
 func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
-	sc, err := cfg.idempotentProducer(sarama.NewManualPartitioner)
-	if err != nil {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	w := &Writer{cfg: cfg, opts: opts}
+	if err := w.open(); err != nil {
 		return nil, err
 	}
-	sc.Producer.Transaction.ID = opts.TransactionalID
-	sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
-	client, err := sarama.NewClient(cfg.Brokers, sc)
+	return w, nil
+}
+
+func (w *Writer) open() error {
+	sc, err := w.cfg.idempotentProducer(sarama.NewManualPartitioner)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: connect producer %s: %w", opts.TransactionalID, err)
+		return err
+	}
+	sc.Producer.Transaction.ID = w.opts.TransactionalID
+	sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
+	client, err := sarama.NewClient(w.cfg.Brokers, sc)
+	if err != nil {
+		return fmt.Errorf("kafka: connect producer %s: %w", w.opts.TransactionalID, err)
 	}
 	producer, err := sarama.NewSyncProducerFromClient(client)
 	if err != nil {
 		client.Close()
-		return nil, fmt.Errorf("kafka: open transactional producer %s: %w", opts.TransactionalID, classify(err))
+		return fmt.Errorf("kafka: open transactional producer %s: %w", w.opts.TransactionalID, classify(err))
 	}
-	return &Writer{opts: opts, client: client, producer: producer}, nil
+	w.client, w.producer = client, producer
+	return nil
 }
 
 // Close closes the producer.
@@ -74,24 +96,26 @@ type Message struct {
 }
 
 // Publish sends msgs and commits the group's offset next for the input
-// partition, all or nothing. An abortable failure is retried (the same
+// partition, all or nothing. A failure that may pass is retried (the same
 // records, a new transaction) until ctx ends; a fenced producer returns
-// ErrFenced.
+// ErrFenced, a batch that cannot be published ErrPermanent.
 func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error {
 	backoff := 100 * time.Millisecond
 	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("kafka: publish batch ending at offset %d: %w", next, err)
+		}
 		err := w.publishOnce(msgs, next)
 		if err == nil {
 			return nil
 		}
-		if w.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 || errors.Is(err, ErrFenced) {
+		if errors.Is(err, ErrFenced) || errors.Is(err, ErrPermanent) {
 			return err
 		}
-		if w.producer.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 {
-			if abortErr := w.producer.AbortTxn(); abortErr != nil {
-				return fmt.Errorf("kafka: abort after %w: %w", err, classify(abortErr))
-			}
+		if err := w.recover(); err != nil {
+			return err
 		}
+		w.opts.Log.Warn("Kafka transaction failed; retrying", "transactionalID", w.opts.TransactionalID, "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("kafka: publish gave up: %w (last error: %w)", ctx.Err(), err)
@@ -99,6 +123,24 @@ func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error 
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// recover brings the producer back to a state where a transaction can
+// begin: abort the failed one, or, when sarama cannot (a fatal error, or a
+// commit whose outcome is unknown), reopen the producer, which makes the
+// broker abort whatever was left open.
+func (w *Writer) recover() error {
+	status := w.producer.TxnStatus()
+	if status&sarama.ProducerTxnFlagFatalError == 0 &&
+		status&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 &&
+		w.producer.AbortTxn() == nil {
+		return nil
+	}
+	if w.producer.TxnStatus()&sarama.ProducerTxnFlagReady != 0 {
+		return nil
+	}
+	w.Close() //nolint:errcheck // replaced below; its state is what failed
+	return w.open()
 }
 
 func (w *Writer) publishOnce(msgs []Message, next int64) error {
@@ -126,11 +168,17 @@ func (w *Writer) publishOnce(msgs []Message, next int64) error {
 	return nil
 }
 
-// classify marks the errors that mean a newer producer took over.
+// classify marks the errors that mean a newer producer took over, and those
+// no retry can fix.
 func classify(err error) error {
 	for _, fenced := range []error{sarama.ErrProducerFenced, sarama.ErrInvalidProducerEpoch} {
 		if errors.Is(err, fenced) {
 			return fmt.Errorf("%w: %w", ErrFenced, err)
+		}
+	}
+	for _, permanent := range []error{sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidMessage} {
+		if errors.Is(err, permanent) {
+			return fmt.Errorf("%w: %w", ErrPermanent, err)
 		}
 	}
 	var perrs sarama.ProducerErrors

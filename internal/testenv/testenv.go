@@ -96,13 +96,19 @@ func Postgres(t testing.TB) string {
 // protocol) holding topics of the given partition count, closed when t ends,
 // and returns its addresses.
 func Kafka(t testing.TB, partitions int32, topics ...string) []string {
+	return KafkaCluster(t, partitions, topics...).ListenAddrs()
+}
+
+// KafkaCluster is Kafka, returning the broker itself, whose control hooks
+// inject failures.
+func KafkaCluster(t testing.TB, partitions int32, topics ...string) *kfake.Cluster {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
 	}
 	t.Cleanup(c.Close)
-	return c.ListenAddrs()
+	return c
 }
 
 // WipePool deletes every Redis key of a pool, as a Redis restart would,

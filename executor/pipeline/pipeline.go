@@ -7,13 +7,15 @@
 //     transaction that also commits the batch's offset (kafka);
 //   - sync: dirty states move to PostgreSQL every interval (syncer).
 //
-// Redis runs at most a couple of batches ahead of Kafka. Where an executor
-// resumes, and what it emits again, follows from three offsets: the
-// group's committed offset C (published), the applied offset R (in Redis, or
-// PostgreSQL's watermark after a Redis loss) and the configured start. It
-// reads from min(C, R): below C it rebuilds state without publishing (that
-// output exists), between C and R it publishes each url's current state
-// again (it may never have gone out), from R on it is normal processing.
+// Redis runs a few batches ahead of Kafka. Where an executor resumes, and
+// what it emits again, follows from the group's committed offset C
+// (published), the applied offset R in Redis (or, after a Redis loss,
+// PostgreSQL's watermark W, from which state is rebuilt) and the configured
+// start. It reads from min(C, R): below C it rebuilds state without
+// publishing (that output exists); up to R (after a loss: up to the end of
+// the log at that moment) it publishes each url's current state again, as
+// it may never have gone out; after that it is normal processing. See
+// locate.
 package pipeline
 
 import (
@@ -82,6 +84,7 @@ type Store interface {
 	state.Loader
 	syncer.Store
 	Watermark(ctx context.Context, pool string, partition int32) (store.Watermark, bool, error)
+	Empty(ctx context.Context) (bool, error)
 }
 
 // Deps are the connections an Executor uses; their owner closes them.
@@ -146,14 +149,20 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 }
 
-// position is where a run starts and how it treats what it replays.
+// position is where a run starts and how it treats what it replays:
+// offsets below committed were published (emit nothing), offsets below
+// replayed may have been applied without being published (emit the current
+// state), later ones are new (emit changes).
 type position struct {
 	epoch     uint64
 	from      int64 // first offset read
-	committed int64 // below: published already
-	resume    int64 // below: applied already
+	committed int64
+	replayed  int64
 }
 
+// locate claims the partition and works out its position. It runs after the
+// writer is open: that fenced any older producer, so the committed offset
+// read here can no longer move.
 func (e *Executor) locate(ctx context.Context) (position, error) {
 	o, d := e.opts, e.deps
 	mark, hasMark, err := d.Store.Watermark(ctx, o.Pool, o.Partition)
@@ -164,35 +173,58 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 	if err != nil {
 		return position{}, err
 	}
-	claim, err := d.State.Claim(ctx, mark.Epoch, !hasMark && !hasCommitted)
+	// Redis may treat every missing url as new only if the partition never
+	// ran and no state is stored anywhere (urls move between partitions when
+	// a topic grows; pools may share a table).
+	complete := false
+	if !hasMark && !hasCommitted {
+		if complete, err = d.Store.Empty(ctx); err != nil {
+			return position{}, err
+		}
+	}
+	claim, err := d.State.Claim(ctx, mark.Epoch, complete)
 	if err != nil {
 		return position{}, err
+	}
+	// PostgreSQL learns the epoch at once: it is the floor of the next claim
+	// should Redis lose the partition, so an epoch is never handed out twice.
+	if err := d.Store.Save(ctx, nil, &store.Watermark{Pool: o.Pool, Partition: o.Partition, Offset: store.NoOffset, Epoch: claim.Epoch}); err != nil {
+		return position{}, fmt.Errorf("pipeline: record epoch %d: %w", claim.Epoch, err)
 	}
 	earliest, err := d.Kafka.Offset(o.InputTopic, o.Partition, kafka.Earliest)
 	if err != nil {
 		return position{}, err
 	}
-	p := position{epoch: claim.Epoch}
-	switch {
+	end, err := d.Kafka.Offset(o.InputTopic, o.Partition, kafka.Latest)
+	if err != nil {
+		return position{}, err
+	}
+	// Applied but never published (or the group's offsets expired):
+	// everything applied goes out again.
+	if !hasCommitted {
+		committed = earliest
+	}
+	p := position{epoch: claim.Epoch, committed: committed}
+	var resume int64
+	switch synced := hasMark && mark.Offset != store.NoOffset; {
 	case claim.HasApplied:
-		p.resume = claim.Applied
-	case hasMark:
-		p.resume = mark.Offset
+		resume, p.replayed = claim.Applied, claim.Applied
+	case synced:
+		// Redis lost the partition. PostgreSQL may hold effects of any
+		// offset up to the end (the sync stores current states), so
+		// nothing unpublished can be told apart by change: emit all.
+		resume, p.replayed = mark.Offset, end
+	case hasCommitted:
+		// Lost before anything was synced: rebuild from the log.
+		resume, p.replayed = earliest, end
 	default:
-		if p.resume, err = d.Kafka.Offset(o.InputTopic, o.Partition, o.StartOffset); err != nil {
+		// Never ran: the configured start, nothing to replay.
+		if resume, err = d.Kafka.Offset(o.InputTopic, o.Partition, o.StartOffset); err != nil {
 			return position{}, err
 		}
+		p.committed, p.replayed = resume, resume
 	}
-	switch {
-	case hasCommitted:
-		p.committed = committed
-	case claim.HasApplied || hasMark:
-		// Applied, but nothing ever committed: publish all of it again.
-		p.committed = earliest
-	default:
-		p.committed = p.resume
-	}
-	p.from = min(p.committed, p.resume)
+	p.from = min(p.committed, resume)
 	if p.from < earliest {
 		d.Log.Warn("Resume offset is no longer retained; starting at the earliest retained offset", "resume", p.from, "earliest", earliest)
 		p.from = earliest
@@ -210,6 +242,15 @@ type batch struct {
 
 func (e *Executor) runOnce(ctx context.Context) error {
 	o, d := e.opts, e.deps
+	// Opening the writer fences every older producer of the partition.
+	writer, err := kafka.NewWriter(d.KafkaConfig, kafka.WriterOptions{
+		TransactionalID: kafka.TransactionalID(o.Pool, o.InputTopic, o.Partition),
+		Group:           o.Group, InputTopic: o.InputTopic, Partition: o.Partition, Log: d.Log,
+	})
+	if err != nil {
+		return err
+	}
+	defer writer.Close()
 	pos, err := e.locate(ctx)
 	if err != nil {
 		return err
@@ -218,21 +259,12 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Opening the writer fences every older producer of the partition.
-	writer, err := kafka.NewWriter(d.KafkaConfig, kafka.WriterOptions{
-		TransactionalID: kafka.TransactionalID(o.Pool, o.InputTopic, o.Partition),
-		Group:           o.Group, InputTopic: o.InputTopic, Partition: o.Partition,
-	})
-	if err != nil {
-		return err
-	}
-	defer writer.Close()
 	reader, err := d.Kafka.Read(o.InputTopic, o.Partition, pos.from)
 	if err != nil {
 		return err
 	}
 	defer reader.Close()
-	d.Log.Info("Resumed partition", "epoch", pos.epoch, "from", pos.from, "committed", pos.committed, "applied", pos.resume)
+	d.Log.Info("Resumed partition", "epoch", pos.epoch, "from", pos.from, "committed", pos.committed, "replayed", pos.replayed)
 
 	// After ctx ends, the last batch, its publish and the final sync get
 	// ShutdownTimeout; an error anywhere stops everything at once.
@@ -348,7 +380,7 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 		switch {
 		case m.Offset < p.pos.committed:
 			emit = state.EmitNever
-		case m.Offset < p.pos.resume:
+		case m.Offset < p.pos.replayed:
 			emit = state.EmitAlways
 		}
 		doc, err := d.Codec.Decode(m.Value)

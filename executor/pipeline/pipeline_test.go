@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"database/sql"
 	stdjson "encoding/json"
 
 	"context"
@@ -9,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 
@@ -33,6 +36,7 @@ type harness struct {
 	producer *kafka.Producer
 	redis    rueidis.Client
 	store    *store.Store
+	dsn      string
 	opts     pipeline.Options
 	inputs   [][]byte // every input value, in offset order
 }
@@ -49,7 +53,8 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { producer.Close() })
-	st, err := store.OpenPostgres(context.Background(), testenv.Postgres(t), store.Options{})
+	dsn := testenv.Postgres(t)
+	st, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +62,7 @@ func newHarness(t *testing.T) *harness {
 	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, cfg: cfg, client: client, producer: producer, redis: testenv.Redis(t), store: st,
+	return &harness{t: t, cfg: cfg, client: client, producer: producer, redis: testenv.Redis(t), store: st, dsn: dsn,
 		opts: pipeline.Options{Pool: fmt.Sprintf("p%x", rand.Uint64()), InputTopic: "in", OutputTopic: "out", DeadLetterTopic: "dlq",
 			Group: "g", BatchSize: 64, SyncInterval: 50 * time.Millisecond}}
 }
@@ -88,6 +93,17 @@ func (h *harness) start() (stop func() error) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	return func() error { cancel(); return <-done }
+}
+
+// runToEnd runs an executor until every input is committed, then stops it
+// gracefully.
+func (h *harness) runToEnd() {
+	h.t.Helper()
+	stop := h.start()
+	h.waitCommitted()
+	if err := stop(); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 // waitCommitted waits until the group committed every input.
@@ -178,14 +194,10 @@ func TestAStreamIsMergedPublishedAndSynced(t *testing.T) {
 	h.produce(updates(1500, 60, 1)...)
 	h.produce([]byte(`{not json`), []byte(`{"url":"","fetchTime":1}`))
 	h.produce(updates(500, 60, 2)...)
-	stop := h.start()
-	h.waitCommitted()
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	h.runToEnd()
 
 	wantEmits, final := h.reference()
-	if got := h.emitted(); !equalDocs(got, wantEmits) {
+	if got := h.emitted(); !slices.Equal(got, wantEmits) {
 		t.Fatalf("emitted %d states, want the %d of the Go merge in the same order", len(got), len(wantEmits))
 	}
 	dead := h.read("dlq")
@@ -203,14 +215,10 @@ func TestARestartedExecutorGoesOnWhereTheLastStopped(t *testing.T) {
 	h := newHarness(t)
 	for i := range 3 {
 		h.produce(updates(400, 40, uint64(10+i))...)
-		stop := h.start()
-		h.waitCommitted()
-		if err := stop(); err != nil {
-			t.Fatal(err)
-		}
+		h.runToEnd()
 	}
 	wantEmits, final := h.reference()
-	if got := h.emitted(); !equalDocs(got, wantEmits) {
+	if got := h.emitted(); !slices.Equal(got, wantEmits) {
 		t.Fatalf("emitted %d states, want exactly the %d of the Go merge: a clean restart repeats nothing", len(got), len(wantEmits))
 	}
 	h.checkStored(final)
@@ -221,9 +229,7 @@ func TestAfterARedisWipeStateIsRebuiltAndNeverGoesBackwards(t *testing.T) {
 	stop := h.start()
 	h.produce(updates(800, 50, 20)...)
 	h.waitCommitted()
-	if err := h.redis.Do(context.Background(), h.redis.B().Flushall().Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
+	testenv.WipePool(t, h.redis, h.opts.Pool)
 	h.produce(updates(800, 50, 21)...)
 	h.waitCommitted()
 	if err := stop(); err != nil {
@@ -235,39 +241,59 @@ func TestAfterARedisWipeStateIsRebuiltAndNeverGoesBackwards(t *testing.T) {
 }
 
 func TestAppliedButUnpublishedUpdatesArePublishedAgain(t *testing.T) {
-	h := newHarness(t)
-	h.produce(updates(600, 30, 30)...)
-	stop := h.start()
-	h.waitCommitted()
-	if err := stop(); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		name      string
+		redisLost bool
+		// watermark, when set, is where the last sync of PostgreSQL
+		// stood: below the offsets whose effects it holds.
+		watermark int64
+	}{
+		{name: "redis kept its state"},
+		{name: "redis lost it, postgres synced everything", redisLost: true},
+		{name: "redis lost it, postgres holds effects above its watermark", redisLost: true, watermark: 300},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.produce(updates(600, 30, 30)...)
+			h.runToEnd()
+			// As if the last transactions never committed: the group is
+			// behind what was applied (and, gracefully stopped, synced).
+			commitOffset(t, h.cfg, 200)
+			if c.redisLost {
+				testenv.WipePool(t, h.redis, h.opts.Pool)
+			}
+			if c.watermark > 0 {
+				db, err := sql.Open("pgx", h.dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				if _, err := db.Exec(`UPDATE docexec_partitions SET synced_offset = $1`, c.watermark); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := len(h.emitted())
+			h.runToEnd()
+			_, final := h.reference()
+			got := h.emitted()
+			urls := map[string]bool{}
+			json, _ := codec.New("json")
+			for _, v := range h.inputs[200:] {
+				u, _ := json.Decode(v)
+				urls[u.URL] = true
+			}
+			if len(got)-before != 400 {
+				t.Fatalf("published %d states again, want one per update of offsets 200-599 (400)", len(got)-before)
+			}
+			for _, d := range got[before:] {
+				if !urls[d.URL] || d != final[d.URL] {
+					t.Fatalf("re-published %+v, want the current state of a url of offsets 200-599", d)
+				}
+			}
+			checkNeverBackwards(t, got, final)
+			h.checkStored(final)
+		})
 	}
-	// As if the last transactions never committed: the group is behind
-	// what Redis applied.
-	commitOffset(t, h.cfg, 200)
-	before := len(h.emitted())
-	stop = h.start()
-	h.waitCommitted()
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	_, final := h.reference()
-	got := h.emitted()
-	urls := map[string]bool{}
-	json, _ := codec.New("json")
-	for _, v := range h.inputs[200:] {
-		u, _ := json.Decode(v)
-		urls[u.URL] = true
-	}
-	if len(got)-before != 400 {
-		t.Fatalf("published %d states again, want one per update of offsets 200-599 (400)", len(got)-before)
-	}
-	for _, d := range got[before:] {
-		if !urls[d.URL] || d != final[d.URL] {
-			t.Fatalf("re-published %+v, want the current state of a url of offsets 200-599", d)
-		}
-	}
-	checkNeverBackwards(t, got, final)
 }
 
 func (h *harness) checkStored(final map[string]document.Document) {
@@ -305,18 +331,6 @@ func checkNeverBackwards(t *testing.T, emitted []document.Document, final map[st
 	}
 }
 
-func equalDocs(a, b []document.Document) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // firstFetchTime reads the field the decoder ignores on input.
 func firstFetchTime(t *testing.T, v []byte) uint64 {
 	var s struct {
@@ -350,4 +364,20 @@ func commitOffset(t *testing.T, cfg kafka.Config, offset int64) {
 	om.Commit()
 	pom.Close()
 	om.Close()
+}
+
+// A partition that never ran may still meet urls with history: a grown
+// topic moves urls between partitions, and pools may share a table.
+func TestANewPartitionReadsThroughWhenStatesExistElsewhere(t *testing.T) {
+	h := newHarness(t)
+	stored := document.Document{URL: "https://moved.example/", PubDate: 1, FetchTime: 100, Text: "from partition 3", FirstFetchTime: 90}
+	if err := h.store.Save(context.Background(), []document.Document{stored}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h.produce([]byte(`{"url":"https://moved.example/","pubDate":7,"fetchTime":50,"text":"older"}`))
+	h.runToEnd()
+	want := document.Document{URL: stored.URL, PubDate: 7, FetchTime: 100, Text: "from partition 3", FirstFetchTime: 50}
+	if got := h.emitted(); len(got) != 1 || got[0] != want {
+		t.Fatalf("emitted %+v, want the stored state merged: %+v", got, want)
+	}
 }

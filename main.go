@@ -30,6 +30,8 @@ func main() {
 	// SIGTERM and SIGINT end the context: finish the batch, publish, sync, exit.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// A second signal is not caught: it ends a shutdown that hangs.
+	context.AfterFunc(ctx, stop)
 	var code int
 	switch os.Args[1] {
 	case "executor":

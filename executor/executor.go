@@ -110,7 +110,11 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error {
-		defer srv.Shutdown(context.WithoutCancel(gctx)) //nolint:errcheck // best effort on the way out
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(stopCtx) //nolint:errcheck // best effort on the way out
+		}()
 		return exec.Run(gctx)
 	})
 	log.Info("Executor started", "pool", cfg.Pool, "partition", cfg.Partition, "listen", cfg.Listen)

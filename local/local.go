@@ -124,21 +124,20 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		return err
 	}
 	defer client.Close()
-	for _, t := range []string{InputTopic, OutputTopic, DeadLetterTopic} {
-		if err := client.EnsureTopic(t, int32(o.partitions)); err != nil {
-			return err
-		}
+	partitions, err := ensureTopics(client, int32(o.partitions), log)
+	if err != nil {
+		return err
 	}
 	redis, stopRedis, err := startRedis(o)
 	if err != nil {
 		return err
 	}
 	defer stopRedis()
-	st, err := openStore(ctx, o)
+	st, closeStore, err := openStore(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer closeStore()
 
 	out, closeOut, err := create(o.output, stdout)
 	if err != nil {
@@ -155,35 +154,17 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		}
 	}()
 
-	json, _ := codec.New(codec.FormatJSON)
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
-	parts := make([]*metrics.Partition, o.partitions)
-
-	// Executors stop when stopExecutors is called (input done, or ctx).
-	execCtx, stopExecutors := context.WithCancel(ctx)
-	defer stopExecutors()
+	// Collectors first, from each topic's current end, so that they see
+	// everything this run emits. They stop before the outputs close.
+	output, deadLetters := &collector{sink: out, line: func(r *kafka.Record) []byte { return r.Value }}, &collector{sink: dead, line: deadLetterLine}
 	collectCtx, stopCollecting := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCollecting()
-	executors, _ := errgroup.WithContext(execCtx)
-	collectors, _ := errgroup.WithContext(collectCtx)
-	var emittedSeen, deadSeen atomic.Int64
-	sink := &lineSink{w: out}
-	deadSink := &lineSink{w: dead}
-	for p := range int32(o.partitions) {
-		parts[p] = m.Partition(pool, p)
-		exec := pipeline.New(pipeline.Options{
-			Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
-			Group: "docexec-" + pool, BatchSize: o.batchSize,
-		}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: json, Metrics: parts[p], Log: log,
-			State: state.New(redis, state.Options{Pool: pool, Partition: p})})
-		executors.Go(func() error { return exec.Run(execCtx) })
+	var collectors errgroup.Group
+	defer func() { stopCollecting(); collectors.Wait() }() //nolint:errcheck // collectors return nil
+	for p := range partitions {
 		for _, c := range []struct {
 			topic string
-			sink  *lineSink
-			seen  *atomic.Int64
-			line  func(*kafka.Record) []byte
-		}{{OutputTopic, sink, &emittedSeen, func(r *kafka.Record) []byte { return r.Value }}, {DeadLetterTopic, deadSink, &deadSeen, deadLetterLine}} {
+			c     *collector
+		}{{OutputTopic, output}, {DeadLetterTopic, deadLetters}} {
 			from, err := client.Offset(c.topic, p, kafka.Latest)
 			if err != nil {
 				return err
@@ -192,21 +173,31 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 			if err != nil {
 				return err
 			}
-			collectors.Go(func() error { defer r.Close(); return collect(collectCtx, r, c.sink, c.seen, c.line) })
+			collectors.Go(func() error { defer r.Close(); c.c.run(collectCtx, r, log); return nil })
 		}
 	}
-	log.Info("Local pipeline started", "partitions", o.partitions, "brokers", kcfg.Brokers)
 
-	total := func(f func(*metrics.Partition) prometheus.Counter) int64 {
-		var n float64
-		for _, p := range parts {
-			n += counterValue(f(p))
-		}
-		return int64(n)
+	// Executors, one per partition, stop when the input is processed, when
+	// ctx ends, or when one of them fails.
+	codecJSON, _ := codec.New(codec.FormatJSON)
+	m := metrics.New(prometheus.NewRegistry())
+	parts := make([]*metrics.Partition, partitions)
+	executors, failed := errgroup.WithContext(ctx)
+	execCtx, stopExecutors := context.WithCancel(failed)
+	defer func() { stopExecutors(); executors.Wait() }() //nolint:errcheck // an early return has its own error
+	for p := range partitions {
+		parts[p] = m.Partition(pool, p)
+		exec := pipeline.New(pipeline.Options{
+			Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
+			Group: "docexec-" + pool, BatchSize: o.batchSize,
+		}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log,
+			State: state.New(redis, state.Options{Pool: pool, Partition: p})})
+		executors.Go(func() error { return exec.Run(execCtx) })
 	}
+	log.Info("Local pipeline started", "partitions", partitions, "brokers", kcfg.Brokers)
 	progress := newProgress(stderr, func() string {
-		return fmt.Sprintf("processed %d, emitted %d, dead-lettered %d", total(func(p *metrics.Partition) prometheus.Counter { return p.In }),
-			total(func(p *metrics.Partition) prometheus.Counter { return p.Emitted }), total(func(p *metrics.Partition) prometheus.Counter { return p.DeadLettered }))
+		c := countAll(parts)
+		return fmt.Sprintf("processed %d, emitted %d, dead-lettered %d", c.in, c.emitted, c.deadLettered)
 	})
 	defer progress.stop()
 
@@ -216,50 +207,88 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		if err != nil {
 			return err
 		}
-		read, err = feed(kcfg, in, json)
+		read, err = feed(failed, kcfg, in, codecJSON)
 		closeIn()
 		if err != nil {
-			return err
+			stopExecutors()
+			return errors.Join(executors.Wait(), err)
 		}
-		if err := waitProcessed(ctx, client, o.partitions); err != nil {
-			return err
-		}
-		// Everything is committed; wait until the collectors hold it all.
-		for emittedSeen.Load() < total(func(p *metrics.Partition) prometheus.Counter { return p.Emitted }) ||
-			deadSeen.Load() < total(func(p *metrics.Partition) prometheus.Counter { return p.DeadLettered }) {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(10 * time.Millisecond):
-			}
+		if err := waitProcessed(failed, client, partitions); err != nil {
+			stopExecutors()
+			return errors.Join(executors.Wait(), err)
 		}
 	} else {
 		log.Info("No --input: serving until interrupted", "input topic", InputTopic)
-		<-ctx.Done()
+		<-failed.Done()
 	}
 	stopExecutors()
 	if err := executors.Wait(); err != nil {
 		return err
 	}
-	stopCollecting()
-	if err := collectors.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	// The executors are done and their counts final: wait for the
+	// collectors to hold all of it.
+	final := countAll(parts)
+	deadline := time.Now().Add(30 * time.Second)
+	for output.seen.Load() < final.emitted || deadLetters.seen.Load() < final.deadLettered {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("collected %d states and %d dead letters of %d and %d", output.seen.Load(), deadLetters.seen.Load(), final.emitted, final.deadLettered)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	stopCollecting()
+	collectors.Wait() //nolint:errcheck // collectors return nil
 	progress.stop()
-	if err := errors.Join(sink.err, deadSink.err); err != nil {
+	if err := errors.Join(output.err, deadLetters.err); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
-	in := total(func(p *metrics.Partition) prometheus.Counter { return p.In })
-	if read == 0 {
-		read = in
+	if o.input == "" {
+		read = final.in
 	}
 	elapsed := time.Since(started)
 	fmt.Fprintf(stderr, "docexec local: read %d, emitted %d, unchanged %d, dead-lettered %d in %s (%.0f docs/s)\n",
-		read, total(func(p *metrics.Partition) prometheus.Counter { return p.Emitted }),
-		total(func(p *metrics.Partition) prometheus.Counter { return p.Unchanged }),
-		total(func(p *metrics.Partition) prometheus.Counter { return p.DeadLettered }),
-		elapsed.Round(time.Millisecond), float64(in)/elapsed.Seconds())
+		read, final.emitted, final.unchanged, final.deadLettered, elapsed.Round(time.Millisecond), float64(final.in)/elapsed.Seconds())
 	return nil
+}
+
+// ensureTopics creates the topics with the partitions asked for, or takes
+// an existing input topic's count; output and dead letters need as many.
+func ensureTopics(client *kafka.Client, partitions int32, log *slog.Logger) (int32, error) {
+	for _, t := range []string{InputTopic, OutputTopic, DeadLetterTopic} {
+		if err := client.EnsureTopic(t, partitions); err != nil {
+			return 0, err
+		}
+	}
+	have, err := client.Partitions(InputTopic)
+	if err != nil {
+		return 0, err
+	}
+	if have != partitions {
+		log.Warn("The input topic exists with another partition count; following it", "topic", InputTopic, "partitions", have)
+	}
+	for _, t := range []string{OutputTopic, DeadLetterTopic} {
+		n, err := client.Partitions(t)
+		if err != nil {
+			return 0, err
+		}
+		if n < have {
+			return 0, fmt.Errorf("topic %s has %d partitions, fewer than the %d of %s", t, n, have, InputTopic)
+		}
+	}
+	return have, nil
+}
+
+type counts struct{ in, emitted, unchanged, deadLettered int64 }
+
+// countAll sums the partitions' counters.
+func countAll(parts []*metrics.Partition) counts {
+	var c counts
+	for _, p := range parts {
+		c.in += int64(counterValue(p.In))
+		c.emitted += int64(counterValue(p.Emitted))
+		c.unchanged += int64(counterValue(p.Unchanged))
+		c.deadLettered += int64(counterValue(p.DeadLettered))
+	}
+	return c
 }
 
 func startKafka(o options) (kafka.Config, func(), error) {
@@ -297,9 +326,12 @@ func startRedis(o options) (rueidis.Client, func(), error) {
 	return c, func() { c.Close(); stop() }, nil
 }
 
-func openStore(ctx context.Context, o options) (*store.Store, error) {
+// openStore opens the store local mode keeps states in, and returns the
+// function that closes it (and removes a temporary database).
+func openStore(ctx context.Context, o options) (*store.Store, func(), error) {
 	var st *store.Store
 	var err error
+	cleanup := func() {}
 	switch {
 	case o.postgres != "":
 		st, err = store.OpenPostgres(ctx, o.postgres, store.Options{})
@@ -308,67 +340,81 @@ func openStore(ctx context.Context, o options) (*store.Store, error) {
 	default:
 		dir, derr := os.MkdirTemp("", "docexec-local-")
 		if derr != nil {
-			return nil, derr
+			return nil, nil, derr
 		}
+		cleanup = func() { os.RemoveAll(dir) }
 		st, err = store.OpenSQLite(ctx, filepath.Join(dir, "states.db"), store.Options{})
 	}
+	if err == nil {
+		err = st.Migrate(ctx)
+		if err != nil {
+			st.Close()
+		}
+	}
 	if err != nil {
-		return nil, err
+		cleanup()
+		return nil, nil, err
 	}
-	if err := st.Migrate(ctx); err != nil {
-		st.Close()
-		return nil, err
-	}
-	return st, nil
+	return st, func() { st.Close(); cleanup() }, nil
 }
 
 // feed produces every non-blank line to the input topic keyed by its url
-// (lines that do not decode go unkeyed: the executor dead-letters them).
-func feed(cfg kafka.Config, in io.Reader, c codec.Codec) (int64, error) {
+// (lines that do not decode go unkeyed: the executor dead-letters them). It
+// sends a batch when it is full or when no more input is at hand, so a
+// stream on stdin flows line by line.
+func feed(ctx context.Context, cfg kafka.Config, in io.Reader, c codec.Codec) (int64, error) {
 	p, err := kafka.NewProducer(cfg)
 	if err != nil {
 		return 0, err
 	}
 	defer p.Close()
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	r := bufio.NewReaderSize(in, 1<<20)
 	var n int64
 	batch := make([]kafka.Message, 0, 1000)
 	send := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
 		err := p.Send(batch)
 		batch = batch[:0]
 		return err
 	}
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
 		}
-		n++
-		m := kafka.Message{Topic: InputTopic, Value: append([]byte(nil), line...)}
-		if d, err := c.Decode(line); err == nil {
-			m.Key = []byte(d.URL)
-		}
-		batch = append(batch, m)
-		if len(batch) == cap(batch) {
+		if r.Buffered() == 0 { // the next read may wait: send what we have
 			if err := send(); err != nil {
 				return n, err
 			}
 		}
+		line, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			n++
+			m := kafka.Message{Topic: InputTopic, Value: bytes.TrimRight(line, "\r\n")}
+			if d, derr := c.Decode(m.Value); derr == nil {
+				m.Key = []byte(d.URL)
+			}
+			batch = append(batch, m)
+			if len(batch) == cap(batch) {
+				if err := send(); err != nil {
+					return n, err
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return n, send()
+		}
+		if err != nil {
+			return n, fmt.Errorf("read input: %w", err)
+		}
 	}
-	if err := sc.Err(); err != nil {
-		return n, fmt.Errorf("read input: %w", err)
-	}
-	if len(batch) > 0 {
-		return n, send()
-	}
-	return n, nil
 }
 
 // waitProcessed waits until every input partition's offset is committed up
 // to its end.
-func waitProcessed(ctx context.Context, client *kafka.Client, partitions int) error {
-	for p := range int32(partitions) {
+func waitProcessed(ctx context.Context, client *kafka.Client, partitions int32) error {
+	for p := range partitions {
 		end, err := client.Offset(InputTopic, p, kafka.Latest)
 		if err != nil {
 			return err
@@ -391,34 +437,50 @@ func waitProcessed(ctx context.Context, client *kafka.Client, partitions int) er
 	return nil
 }
 
-// lineSink writes JSON lines from several collectors, one line at a time.
-type lineSink struct {
-	mu  sync.Mutex
-	w   *bufio.Writer // nil: discard
-	err error
+// collector writes the messages of some partitions' readers as lines of
+// one sink and counts them.
+type collector struct {
+	sink *bufio.Writer // nil: count only
+	line func(*kafka.Record) []byte
+	seen atomic.Int64
+	mu   sync.Mutex
+	err  error
 }
 
-func (s *lineSink) write(line []byte) {
-	if s.w == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil {
-		s.w.Write(line)
-		s.err = s.w.WriteByte('\n')
-	}
-}
-
-func collect(ctx context.Context, r *kafka.Reader, sink *lineSink, seen *atomic.Int64, line func(*kafka.Record) []byte) error {
+// run copies one reader until ctx ends or the reader stops.
+func (c *collector) run(ctx context.Context, r *kafka.Reader, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case m := <-r.Messages():
-			sink.write(line(m))
-			seen.Add(1)
+			return
+		case cerr, ok := <-r.Errors():
+			if ok {
+				log.Warn("Kafka read error; the reader retries", "err", cerr.Err)
+			}
+		case m, ok := <-r.Messages():
+			if !ok {
+				return
+			}
+			// Flush when the reader has nothing more at hand, so that a
+			// stream's output flows instead of waiting for a full buffer.
+			c.write(c.line(m), len(r.Messages()) == 0)
+			c.seen.Add(1)
 		}
+	}
+}
+
+func (c *collector) write(line []byte, flush bool) {
+	if c.sink == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.sink.Write(line)
+		c.err = c.sink.WriteByte('\n')
+	}
+	if c.err == nil && flush {
+		c.err = c.sink.Flush()
 	}
 }
 

@@ -55,7 +55,11 @@ as_postgres "$pgbin/initdb" -D "$dir/pg" -U postgres --auth=trust -E UTF8 --no-s
 as_postgres "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w start \
   -o "-p $pg_port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=300" >/dev/null
 
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+for i in $(seq 50); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  [ "$i" = 50 ] && { log "redis-server did not answer; its log:"; cat "$dir/redis.log" >&2; exit 1; }
+  sleep 0.1
+done
 
 export DOCEXEC_TEST_REDIS="127.0.0.1:$redis_port"
 export DOCEXEC_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"

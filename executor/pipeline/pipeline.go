@@ -279,7 +279,7 @@ func (e *Executor) runOnce(ctx context.Context) error {
 
 	batches := make(chan batch, 2)
 	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions}
-	g.Go(func() error { defer close(batches); return p.run(ctx, gctx, reader, batches) })
+	g.Go(func() error { defer close(batches); return p.run(gctx, ctx.Done(), reader, batches) })
 	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
 	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
 	e.ready.Store(true)
@@ -317,8 +317,9 @@ type processor struct {
 	deadLetterPartitions int32
 }
 
-// run batches messages until stop ends (then flushes) or ctx fails.
-func (p *processor) run(stop, ctx context.Context, r *kafka.Reader, out chan<- batch) error {
+// run batches messages until finish closes (then it flushes the batch in
+// hand) or ctx ends (then it drops it).
+func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Reader, out chan<- batch) error {
 	pending := make([]*sarama.ConsumerMessage, 0, p.opts.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -340,12 +341,14 @@ func (p *processor) run(stop, ctx context.Context, r *kafka.Reader, out chan<- b
 	}
 	for {
 		select {
-		case <-stop.Done():
+		case <-finish:
 			return flush()
 		case <-ctx.Done():
 			return ctx.Err()
-		case cerr := <-r.Errors():
-			p.deps.Log.Warn("Kafka read error; the reader retries", "err", cerr.Err)
+		case cerr, ok := <-r.Errors():
+			if ok {
+				p.deps.Log.Warn("Kafka read error; the reader retries", "err", cerr.Err)
+			}
 		case m, ok := <-r.Messages():
 			if !ok {
 				return errors.New("pipeline: the Kafka reader stopped")

@@ -127,17 +127,27 @@ func (h *harness) waitCommitted() {
 
 // read returns the committed messages of a topic's partition 0.
 func (h *harness) read(topic string) [][]byte {
+	var out [][]byte
+	for _, r := range h.records(topic) {
+		out = append(out, r.Value)
+	}
+	return out
+}
+
+// records returns the committed records of a topic's partition 0: all of
+// them once the executor stopped, as read_committed hides nothing then.
+func (h *harness) records(topic string) []*kafka.Record {
 	h.t.Helper()
 	r, err := h.client.Read(topic, 0, 0)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer r.Close()
-	var out [][]byte
+	var out []*kafka.Record
 	for {
 		select {
 		case m := <-r.Messages():
-			out = append(out, m.Value)
+			out = append(out, m)
 		case <-time.After(500 * time.Millisecond):
 			return out
 		}
@@ -200,9 +210,17 @@ func TestAStreamIsMergedPublishedAndSynced(t *testing.T) {
 	if got := h.emitted(); !slices.Equal(got, wantEmits) {
 		t.Fatalf("emitted %d states, want the %d of the Go merge in the same order", len(got), len(wantEmits))
 	}
-	dead := h.read("dlq")
-	if len(dead) != 2 || string(dead[0]) != `{not json` {
-		t.Fatalf("dead letters %q, want the two bad lines", dead)
+	dead := h.records("dlq")
+	if len(dead) != 2 || string(dead[0].Value) != `{not json` || string(dead[1].Value) != `{"url":"","fetchTime":1}` {
+		t.Fatalf("dead letters %+v, want the two bad lines", dead)
+	}
+	headers := map[string]string{}
+	for _, hd := range dead[1].Headers {
+		headers[string(hd.Key)] = string(hd.Value)
+	}
+	if headers[pipeline.HeaderReason] != "url: missing or empty" || headers[pipeline.HeaderTopic] != "in" ||
+		headers[pipeline.HeaderPartition] != "0" || headers[pipeline.HeaderOffset] != "1501" {
+		t.Fatalf("dead letter headers %v, want the reason and in/0 offset 1501", headers)
 	}
 	h.checkStored(final)
 	mark, found, err := h.store.Watermark(context.Background(), h.opts.Pool, 0)

@@ -22,11 +22,11 @@ sample: ## Regenerate examples/updates.jsonl.
 
 .PHONY: fmt
 fmt: ## gofmt the tree.
-	gofmt -w $$(git ls-files '*.go')
+	gofmt -w .
 
 .PHONY: vet
 vet: ## Check formatting and go vet.
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed: run make fmt"; exit 1; }
 	$(GO) vet ./...
 
 ##@ Tests
@@ -42,3 +42,8 @@ test-short: ## Unit tests only, no servers.
 fuzz: ## Fuzz the decoders for a while (FUZZTIME, default 30s each).
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime $${FUZZTIME:-30s} ./executor/codec/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeProtobuf -fuzztime $${FUZZTIME:-30s} ./executor/codec/
+
+##@ Benchmarks
+.PHONY: bench
+bench: build ## Measure executor throughput against its baselines (prints a table; see docs/benchmarks.md).
+	hack/with-services.sh $(GO) run ./hack/bench -docexec bin/docexec $(BENCH_FLAGS)

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+// binary builds docexec once for the process tests.
+func binary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "docexec")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM runs the real binary
+// against kfake, redis-server and PostgreSQL: ready, processing, metrics,
+// then SIGTERM → final sync and exit 0.
+func TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	brokers := testenv.Kafka(t, 1, "in", "out", "dlq")
+	dsn := testenv.Postgres(t)
+	redis := testenv.RedisAddr(t)
+	bin := binary(t)
+	listen := freeAddr(t)
+	pool := fmt.Sprintf("proc%d", time.Now().UnixNano())
+	cmd := exec.Command(bin, "executor", "--pool", pool, "--partition", "0", "--kafka.brokers", strings.Join(brokers, ","),
+		"--kafka.inputTopic", "in", "--kafka.outputTopic", "out", "--kafka.deadLetterTopic", "dlq",
+		"--redis.addresses", redis, "--listen", listen, "--sync.interval", "1h")
+	cmd.Env = append(os.Environ(), "DOCEXEC_POSTGRES_DSN="+dsn) // secrets by environment
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() //nolint:errcheck // only if the test failed early
+
+	waitFor(t, "ready", func() bool { code, _ := get("http://" + listen + "/readyz"); return code == 200 })
+	if code, _ := get("http://" + listen + "/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	var msgs []kafka.Message
+	for i := range 100 {
+		msgs = append(msgs, kafka.Message{Topic: "in", Value: fmt.Appendf(nil, `{"url":"u%d","fetchTime":%d}`, i%10, i)})
+	}
+	msgs = append(msgs, kafka.Message{Topic: "in", Value: []byte("bad")})
+	if err := producer.Send(msgs); err != nil {
+		t.Fatal(err)
+	}
+	label := fmt.Sprintf(`{partition="0",pool=%q}`, pool)
+	waitFor(t, "all messages counted", func() bool {
+		_, body := get("http://" + listen + "/metrics")
+		return strings.Contains(body, "docexec_messages_in_total"+label+" 101") &&
+			strings.Contains(body, "docexec_messages_dead_lettered_total"+label+" 1") &&
+			strings.Contains(body, "docexec_messages_emitted_total"+label+" 100")
+	})
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30 s after SIGTERM\n%s", stderr.String())
+	}
+	// The sync interval is an hour: only the final sync can have stored this.
+	st, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mark, found, err := st.Watermark(context.Background(), pool, 0)
+	if err != nil || !found || mark.Offset != 101 {
+		t.Fatalf("watermark %+v (found %v, %v), want 101 after the final sync\n%s", mark, found, err, stderr.String())
+	}
+}
+
+func TestAnInvalidConfigurationExitsTwoNamingTheSetting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := binary(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"executor", "--pool", "p"}, "kafka.brokers"},
+		{[]string{"executor", "--pool", "p", "--kafka.brokers", "b", "--kafka.inputTopic", "t", "--kafka.outputTopic", "t", "--kafka.deadLetterTopic", "d"}, "kafka.outputTopic"},
+		{[]string{"executor", "--batch.size", "many"}, "batch.size"},
+		{[]string{"nonsense"}, "unknown command"},
+	} {
+		cmd := exec.Command(bin, c.args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		out, err := cmd.CombinedOutput()
+		exit, ok := err.(*exec.ExitError)
+		if !ok || exit.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%v: %v, output %q; want exit 2 naming %s", c.args, err, out, c.want)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -3,6 +3,8 @@ package pipeline_test
 import (
 	"database/sql"
 	stdjson "encoding/json"
+	"errors"
+	"sync/atomic"
 
 	"context"
 	"fmt"
@@ -36,9 +38,11 @@ type harness struct {
 	producer *kafka.Producer
 	redis    rueidis.Client
 	store    *store.Store
-	dsn      string
-	opts     pipeline.Options
-	inputs   [][]byte // every input value, in offset order
+	// down, when set, makes PostgreSQL unreachable while it holds true.
+	down   *atomic.Bool
+	dsn    string
+	opts   pipeline.Options
+	inputs [][]byte // every input value, in offset order
 }
 
 func newHarness(t *testing.T) *harness {
@@ -85,7 +89,7 @@ func (h *harness) start() (stop func() error) {
 	json, _ := codec.New("json")
 	ctx, cancel := context.WithCancel(context.Background())
 	e := pipeline.New(h.opts, pipeline.Deps{
-		KafkaConfig: h.cfg, Kafka: h.client, Store: h.store, Codec: json,
+		KafkaConfig: h.cfg, Kafka: h.client, Store: h.storeOrDown(), Codec: json,
 		State:   state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: h.opts.Partition}),
 		Metrics: metrics.New(prometheus.NewRegistry()).Partition(h.opts.Pool, h.opts.Partition),
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -93,6 +97,35 @@ func (h *harness) start() (stop func() error) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	return func() error { cancel(); return <-done }
+}
+
+func (h *harness) storeOrDown() pipeline.Store {
+	if h.down == nil {
+		return h.store
+	}
+	return &downable{Store: h.store, down: h.down}
+}
+
+// downable is PostgreSQL that can be made unreachable.
+type downable struct {
+	*store.Store
+	down *atomic.Bool
+}
+
+var errDown = errors.New("connection refused (test)")
+
+func (d *downable) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
+	if d.down.Load() {
+		return errDown
+	}
+	return d.Store.Save(ctx, states, mark)
+}
+
+func (d *downable) Load(ctx context.Context, urls []string) (map[string]document.Document, error) {
+	if d.down.Load() {
+		return nil, errDown
+	}
+	return d.Store.Load(ctx, urls)
 }
 
 // runToEnd runs an executor until every input is committed, then stops it
@@ -398,4 +431,42 @@ func TestANewPartitionReadsThroughWhenStatesExistElsewhere(t *testing.T) {
 	if got := h.emitted(); len(got) != 1 || got[0] != want {
 		t.Fatalf("emitted %+v, want the stored state merged: %+v", got, want)
 	}
+}
+
+func TestProcessingGoesOnWhilePostgreSQLIsDownAndTheSyncCatchesUp(t *testing.T) {
+	h := newHarness(t)
+	h.down = &atomic.Bool{}
+	stop := h.start()
+	h.produce(updates(300, 20, 40)...)
+	h.waitCommitted()
+	h.down.Store(true)
+	h.produce(updates(700, 20, 41)...)
+	h.waitCommitted()                  // processed and published with PostgreSQL away
+	time.Sleep(200 * time.Millisecond) // a few failed sync passes
+	if mark, _, _ := h.store.Watermark(context.Background(), h.opts.Pool, 0); mark.Offset >= 1000 {
+		t.Fatalf("watermark %d while PostgreSQL was down", mark.Offset)
+	}
+	h.down.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mark, _, err := h.store.Watermark(context.Background(), h.opts.Pool, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mark.Offset == 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watermark %d 20 s after PostgreSQL came back, want 1000", mark.Offset)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	wantEmits, final := h.reference()
+	if got := h.emitted(); !slices.Equal(got, wantEmits) {
+		t.Fatalf("emitted %d states, want the %d of the Go merge", len(got), len(wantEmits))
+	}
+	h.checkStored(final)
 }

@@ -1,5 +1,5 @@
-// Command docexec is one binary for every role: the executor of one
-// partition, the local all-in-one pipeline, and (soon) the operator.
+// Command docexec is one binary for every role: the operator, the executor
+// of one partition, and the local all-in-one pipeline.
 package main
 
 import (
@@ -11,11 +11,13 @@ import (
 
 	"github.com/docexec/docexec/executor"
 	"github.com/docexec/docexec/local"
+	"github.com/docexec/docexec/manager"
 )
 
 const usage = `usage: docexec <command> [flags]
 
 commands:
+  manager    run the Kubernetes operator (DocExecutorPool controller)
   executor   serve one partition of a pool (Kafka → Redis → PostgreSQL)
   local      run the whole pipeline in one process with embedded stand-ins
 
@@ -34,6 +36,8 @@ func main() {
 	context.AfterFunc(ctx, stop)
 	var code int
 	switch os.Args[1] {
+	case "manager":
+		code = manager.Main(ctx, os.Args[2:], os.Stderr)
 	case "executor":
 		code = executor.Main(ctx, os.Args[2:], os.Stderr)
 	case "local":

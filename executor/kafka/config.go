@@ -30,6 +30,9 @@ type Config struct {
 	ClientID string `json:"clientID,omitempty"`
 	TLS      TLS    `json:"tls,omitempty"`
 	SASL     SASL   `json:"sasl,omitempty"`
+	// Timeout, when set, bounds each network step and allows a single
+	// metadata retry: for callers that must not hang on dead brokers.
+	Timeout time.Duration `json:"-"`
 }
 
 // TLS configures encrypted connections; files are PEM.
@@ -91,6 +94,10 @@ func (c Config) sarama() (*sarama.Config, error) {
 		sc.ClientID = c.ClientID
 	}
 	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	if c.Timeout > 0 {
+		sc.Net.DialTimeout, sc.Net.ReadTimeout, sc.Net.WriteTimeout = c.Timeout, c.Timeout, c.Timeout
+		sc.Metadata.Retry.Max = 1
+	}
 	if c.TLS.Enabled {
 		tc, err := c.TLS.config()
 		if err != nil {

@@ -1,0 +1,288 @@
+// Package controllers holds the DocExecutorPool reconciler: it turns a pool
+// into per-partition executor Deployments, PodDisruptionBudgets and Leases,
+// and per-pool configuration, RBAC and a metrics Service, and reports what
+// it observes in the pool's status.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
+)
+
+// DefaultResync is how often a pool that follows its topic's partition
+// count reads it again.
+const DefaultResync = 30 * time.Second
+
+// TopicPartitions tells how many partitions a pool's input topic has.
+type TopicPartitions interface {
+	TopicPartitions(ctx context.Context, pool *docexecv1.DocExecutorPool) (int32, error)
+}
+
+// DocExecutorPoolReconciler reconciles DocExecutorPools.
+type DocExecutorPoolReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder record.EventRecorder
+	// DefaultImage runs pools that name no image.
+	DefaultImage string
+	// Topics reads input topics' partition counts.
+	Topics TopicPartitions
+	// Resync is how often a pool following its topic is looked at again;
+	// DefaultResync when zero.
+	Resync time.Duration
+}
+
+// +kubebuilder:rbac:groups=docexec.io,resources=docexecutorpools,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=docexec.io,resources=docexecutorpools/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=docexec.io,resources=docexecutorpools/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile observes a pool's objects, writes its status, then makes the
+// objects what the spec says. A pass with nothing to change writes nothing.
+func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	var pool docexecv1.DocExecutorPool
+	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !pool.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owned objects go with it (owner references)
+	}
+
+	want := r.partitions(ctx, &pool)
+	observed, err := r.observe(ctx, &pool)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	status := buildStatus(&pool, want, observed)
+	if !equality.Semantic.DeepEqual(pool.Status, status) {
+		pool.Status = status
+		if err := r.Status().Update(ctx, &pool); err != nil {
+			return ctrl.Result{}, fmt.Errorf("update status of DocExecutorPool %s: %w", req.NamespacedName, err)
+		}
+	}
+
+	if want.count >= 0 {
+		if err := r.act(ctx, &pool, want.count, observed); err != nil {
+			return ctrl.Result{}, err
+		}
+	} else {
+		logger.Info("Left DocExecutorPool as it is: its partition count is unknown", "err", want.err)
+	}
+	if pool.Spec.Partitions == nil {
+		return ctrl.Result{RequeueAfter: r.resync()}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *DocExecutorPoolReconciler) resync() time.Duration {
+	if r.Resync > 0 {
+		return r.Resync
+	}
+	return DefaultResync
+}
+
+// wanted is how many partitions the pool should run and what is known of
+// its topic.
+type wanted struct {
+	count int32 // -1: unknown (the topic could not be read)
+	topic *int32
+	err   error
+}
+
+func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexecv1.DocExecutorPool) wanted {
+	w := wanted{count: -1}
+	n, err := r.Topics.TopicPartitions(ctx, pool)
+	if err != nil {
+		w.err = err
+		r.Recorder.Eventf(pool, corev1.EventTypeWarning, "KafkaUnreachable", "Reading the partitions of topic %s failed: %v", pool.Spec.Kafka.InputTopic, err)
+	} else {
+		w.topic = &n
+	}
+	switch {
+	case pool.Spec.Partitions != nil:
+		w.count = *pool.Spec.Partitions
+	case w.topic != nil:
+		w.count = *w.topic
+	case pool.Status.Partitions > 0:
+		w.count = pool.Status.Partitions // keep running what runs
+	}
+	return w
+}
+
+// observed is what exists of a pool.
+type observed struct {
+	deployments map[int32]*appsv1.Deployment
+	leases      map[int32]*coordinationv1.Lease
+}
+
+func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1.DocExecutorPool) (observed, error) {
+	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{}}
+	sel := client.MatchingLabels{LabelPool: pool.Name}
+	var deps appsv1.DeploymentList
+	if err := r.List(ctx, &deps, client.InNamespace(pool.Namespace), sel); err != nil {
+		return o, fmt.Errorf("list Deployments of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	for i := range deps.Items {
+		if p, ok := partitionOf(&deps.Items[i]); ok && metav1.IsControlledBy(&deps.Items[i], pool) {
+			o.deployments[p] = &deps.Items[i]
+		}
+	}
+	var leases coordinationv1.LeaseList
+	if err := r.List(ctx, &leases, client.InNamespace(pool.Namespace), sel); err != nil {
+		return o, fmt.Errorf("list Leases of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	for i := range leases.Items {
+		if p, ok := partitionOf(&leases.Items[i]); ok && metav1.IsControlledBy(&leases.Items[i], pool) {
+			o.leases[p] = &leases.Items[i]
+		}
+	}
+	return o, nil
+}
+
+func partitionOf(obj client.Object) (int32, bool) {
+	n, err := strconv.ParseInt(obj.GetLabels()[LabelPartition], 10, 32)
+	return int32(n), err == nil
+}
+
+// act makes the pool's objects match the spec.
+func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.DocExecutorPool, partitions int32, o observed) error {
+	cfg, err := executorConfig(pool)
+	if err != nil {
+		return fmt.Errorf("render executor config of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	cm := configMap(pool, cfg)
+	for _, obj := range []client.Object{cm, serviceAccount(pool), role(pool, partitions), roleBinding(pool), metricsService(pool)} {
+		if err := r.ensure(ctx, pool, obj); err != nil {
+			return err
+		}
+	}
+	image := pool.Spec.Image
+	if image == "" {
+		image = r.DefaultImage
+	}
+	cfgHash := specHash(cm.Data)
+	for p := range partitions {
+		if err := r.ensure(ctx, pool, deployment(pool, p, image, cfgHash)); err != nil {
+			return err
+		}
+		if _, ok := o.deployments[p]; !ok {
+			r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionAdded", "Added partition %d", p)
+		}
+		if err := r.ensure(ctx, pool, podDisruptionBudget(pool, p)); err != nil {
+			return err
+		}
+		if _, ok := o.leases[p]; !ok {
+			if err := r.create(ctx, pool, lease(pool, p)); err != nil {
+				return err
+			}
+		}
+	}
+	// Partitions no longer wanted go, with their budget and Lease.
+	for p, dep := range o.deployments {
+		if p < partitions {
+			continue
+		}
+		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: deploymentName(pool.Name, p), Namespace: pool.Namespace}}
+		for _, obj := range []client.Object{dep, pdb} {
+			if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete partition %d of DocExecutorPool %s: %w", p, pool.Name, err)
+			}
+		}
+		r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionRemoved", "Removed partition %d", p)
+	}
+	for p, l := range o.leases {
+		if p >= partitions {
+			if err := r.Delete(ctx, l); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete Lease of partition %d of DocExecutorPool %s: %w", p, pool.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ensure creates obj, or updates it when what the operator wants of it
+// changed (its spec hash); an unchanged object is not written.
+func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.DocExecutorPool, obj client.Object) error {
+	hash := specHash(obj)
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AnnotationHash] = hash
+	obj.SetAnnotations(annotations)
+	if err := controllerutil.SetControllerReference(pool, obj, r.Scheme); err != nil {
+		return err
+	}
+	existing := obj.DeepCopyObject().(client.Object)
+	err := r.Get(ctx, client.ObjectKeyFromObject(obj), existing)
+	switch {
+	case apierrors.IsNotFound(err):
+		return r.create(ctx, pool, obj)
+	case err != nil:
+		return fmt.Errorf("get %T %s: %w", obj, obj.GetName(), err)
+	case existing.GetAnnotations()[AnnotationHash] == hash:
+		return nil
+	}
+	obj.SetResourceVersion(existing.GetResourceVersion())
+	if err := r.Update(ctx, obj); err != nil {
+		return fmt.Errorf("update %T %s: %w", obj, obj.GetName(), err)
+	}
+	return nil
+}
+
+func (r *DocExecutorPoolReconciler) create(ctx context.Context, pool *docexecv1.DocExecutorPool, obj client.Object) error {
+	if err := controllerutil.SetControllerReference(pool, obj, r.Scheme); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler, watching the pool and what it
+// owns.
+func (r *DocExecutorPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Topics == nil {
+		return errors.New("controllers: DocExecutorPoolReconciler needs Topics")
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&docexecv1.DocExecutorPool{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&coordinationv1.Lease{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.Service{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
+		Named("docexecutorpool").
+		Complete(r)
+}

@@ -1,0 +1,513 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
+	"github.com/docexec/docexec/controllers"
+	"github.com/docexec/docexec/executor/config"
+	"github.com/docexec/docexec/internal/testenv"
+	"github.com/docexec/docexec/manager"
+)
+
+// fixedTopics answers a topic's partition count without Kafka.
+type fixedTopics struct {
+	n   int32
+	err error
+}
+
+func (f fixedTopics) TopicPartitions(context.Context, *docexecv1.DocExecutorPool) (int32, error) {
+	return f.n, f.err
+}
+
+// env is one test's namespace and a reconciler whose writes are counted.
+type env struct {
+	t      *testing.T
+	ns     string
+	r      *controllers.DocExecutorPoolReconciler
+	writes atomic.Int64
+}
+
+func newEnv(t *testing.T, topics controllers.TopicPartitions) *env {
+	needControlPlane(t)
+	e := &env{t: t, ns: fmt.Sprintf("t%x", rand.Uint32())}
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	count := func() { e.writes.Add(1) }
+	counting := interceptor.NewClient(k8s, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			count()
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			count()
+			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			count()
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			count()
+			return c.Delete(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			count()
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			count()
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	e.r = &controllers.DocExecutorPoolReconciler{Client: counting, Scheme: manager.Scheme(), Recorder: &record.FakeRecorder{},
+		DefaultImage: "docexec:test", Topics: topics}
+	return e
+}
+
+func (e *env) pool(name string, mutate func(*docexecv1.DocExecutorPoolSpec)) *docexecv1.DocExecutorPool {
+	e.t.Helper()
+	p := &docexecv1.DocExecutorPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
+		Spec: docexecv1.DocExecutorPoolSpec{
+			Kafka:    docexecv1.KafkaSpec{Brokers: []string{"kafka:9092"}, InputTopic: "updates", OutputTopic: "states", DeadLetterTopic: "dead"},
+			Redis:    docexecv1.RedisSpec{Addresses: []string{"redis:6379"}},
+			Postgres: docexecv1.PostgresSpec{DSNSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg"}, Key: "dsn"}},
+		},
+	}
+	if mutate != nil {
+		mutate(&p.Spec)
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// reconcile runs passes until one writes nothing (at most five).
+func (e *env) reconcile(p *docexecv1.DocExecutorPool) {
+	e.t.Helper()
+	for range 5 {
+		before := e.writes.Load()
+		if _, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+			e.t.Fatal(err)
+		}
+		if e.writes.Load() == before {
+			return
+		}
+	}
+	e.t.Fatal("five reconcile passes in a row still wrote something")
+}
+
+func (e *env) get(p *docexecv1.DocExecutorPool) *docexecv1.DocExecutorPool {
+	e.t.Helper()
+	var out docexecv1.DocExecutorPool
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &out); err != nil {
+		e.t.Fatal(err)
+	}
+	return &out
+}
+
+func (e *env) update(p *docexecv1.DocExecutorPool, mutate func(*docexecv1.DocExecutorPoolSpec)) {
+	e.t.Helper()
+	cur := e.get(p)
+	mutate(&cur.Spec)
+	if err := k8s.Update(context.Background(), cur); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) deployments(pool string) map[string]appsv1.Deployment {
+	e.t.Helper()
+	var list appsv1.DeploymentList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(e.ns), client.MatchingLabels{controllers.LabelPool: pool}); err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]appsv1.Deployment{}
+	for _, d := range list.Items {
+		out[d.Name] = d
+	}
+	return out
+}
+
+func names[T any](m map[string]T) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (e *env) mustGet(obj client.Object, name string) {
+	e.t.Helper()
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: name}, obj); err != nil {
+		e.t.Fatalf("%T %s: %v", obj, name, err)
+	}
+}
+
+func ownedBy(t *testing.T, obj client.Object, p *docexecv1.DocExecutorPool) {
+	t.Helper()
+	ref := metav1.GetControllerOf(obj)
+	if ref == nil || ref.UID != p.UID || ref.Kind != "DocExecutorPool" || !ptr.Deref(ref.BlockOwnerDeletion, false) {
+		t.Fatalf("%T %s is not controlled by pool %s: %+v", obj, obj.GetName(), p.Name, ref)
+	}
+}
+
+func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 3})
+	p := e.pool("docs", func(s *docexecv1.DocExecutorPoolSpec) {
+		s.Redis.PasswordSecretRef = &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "password"}
+	})
+	e.reconcile(p)
+	p = e.get(p)
+
+	deps := e.deployments("docs")
+	if got := names(deps); !slices.Equal(got, []string{"docs-p0", "docs-p1", "docs-p2"}) {
+		t.Fatalf("deployments %v, want one per partition of the topic", got)
+	}
+	d := deps["docs-p1"]
+	ownedBy(t, &d, p)
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	if *d.Spec.Replicas != 2 || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 || d.Spec.Strategy.RollingUpdate.MaxSurge.IntValue() != 1 {
+		t.Errorf("replicas %d, strategy %+v: want 2 (the default) and surge-first", *d.Spec.Replicas, d.Spec.Strategy.RollingUpdate)
+	}
+	if c.Image != "docexec:test" || !slices.Equal(c.Args, []string{"executor", "--config", "/etc/docexec/config.yaml"}) {
+		t.Errorf("container %s %v", c.Image, c.Args)
+	}
+	if !ptr.Deref(c.SecurityContext.ReadOnlyRootFilesystem, false) || !ptr.Deref(c.SecurityContext.RunAsNonRoot, false) ||
+		!slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) || pod.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod not hardened: %+v %+v", c.SecurityContext, pod.SecurityContext)
+	}
+	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("probes are not on /healthz and /readyz")
+	}
+	if *pod.TerminationGracePeriodSeconds <= 20 {
+		t.Errorf("termination grace %ds does not leave room for the 20 s shutdown", *pod.TerminationGracePeriodSeconds)
+	}
+	if pod.Affinity.PodAntiAffinity == nil {
+		t.Error("replicas are not spread across nodes")
+	}
+
+	// The ConfigMap plus the pod's environment is a valid executor configuration.
+	var cm corev1.ConfigMap
+	e.mustGet(&cm, "docs-config")
+	ownedBy(t, &cm, p)
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envOf := map[string]string{}
+	for _, v := range c.Env {
+		switch {
+		case v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil:
+			envOf[v.Name] = "from-secret-" + v.ValueFrom.SecretKeyRef.Name
+		case v.ValueFrom == nil:
+			envOf[v.Name] = v.Value
+		}
+	}
+	cfg, err := config.Load(append(slices.Clone(c.Args[1:]), "--config", file), func(k string) string { return envOf[k] })
+	if err != nil {
+		t.Fatalf("the pod's configuration does not load: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	if cfg.Partition != 1 || cfg.Pool != "docs" || cfg.Postgres.DSN != "from-secret-pg" || cfg.Redis.Password != "from-secret-redis" {
+		t.Fatalf("executor configuration %+v", cfg)
+	}
+	if d.Spec.Template.Annotations[controllers.AnnotationConfig] == "" {
+		t.Error("pods carry no config hash")
+	}
+
+	for i := range 3 {
+		var pdb policyv1.PodDisruptionBudget
+		e.mustGet(&pdb, fmt.Sprintf("docs-p%d", i))
+		ownedBy(t, &pdb, p)
+		if pdb.Spec.MinAvailable.IntValue() != 1 {
+			t.Errorf("PDB keeps %v available, want 1", pdb.Spec.MinAvailable)
+		}
+		var l coordinationv1.Lease
+		e.mustGet(&l, fmt.Sprintf("docs-p%d", i))
+		ownedBy(t, &l, p)
+	}
+	var sa corev1.ServiceAccount
+	e.mustGet(&sa, "docs-executor")
+	ownedBy(t, &sa, p)
+	var role rbacv1.Role
+	e.mustGet(&role, "docs-executor")
+	ownedBy(t, &role, p)
+	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Resources, []string{"leases"}) ||
+		!slices.Equal(role.Rules[0].ResourceNames, []string{"docs-p0", "docs-p1", "docs-p2"}) {
+		t.Errorf("role rules %+v, want the pool's Leases only", role.Rules)
+	}
+	var rb rbacv1.RoleBinding
+	e.mustGet(&rb, "docs-executor")
+	ownedBy(t, &rb, p)
+	var svc corev1.Service
+	e.mustGet(&svc, "docs-metrics")
+	ownedBy(t, &svc, p)
+
+	st := p.Status
+	if st.ObservedGeneration != p.Generation || st.Partitions != 3 || st.ReadyPartitions != 0 || len(st.PartitionStatuses) != 3 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, typ := range []string{controllers.ConditionReady, controllers.ConditionProgressing, controllers.ConditionDegraded} {
+		c := meta.FindStatusCondition(st.Conditions, typ)
+		if c == nil || c.ObservedGeneration != p.Generation {
+			t.Fatalf("condition %s: %+v", typ, c)
+		}
+	}
+	if !meta.IsStatusConditionFalse(st.Conditions, controllers.ConditionReady) {
+		t.Error("Ready without a ready pod")
+	}
+}
+
+func TestAReconcileWithNothingChangedWritesNothing(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 2})
+	p := e.pool("idle", nil)
+	e.reconcile(p)
+	before := e.writes.Load()
+	if before == 0 {
+		t.Fatal("the first passes wrote nothing")
+	}
+	for range 3 {
+		if _, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.writes.Load() - before; n != 0 {
+		t.Fatalf("three passes with nothing changed made %d writes", n)
+	}
+}
+
+func TestEditingPartitionsAddsAndRemovesPartitions(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 8})
+	p := e.pool("scaled", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](2) })
+	e.reconcile(p)
+	if got := names(e.deployments("scaled")); len(got) != 2 {
+		t.Fatalf("deployments %v", got)
+	}
+	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Reason != "PartitionsNotCovered" {
+		t.Fatalf("running 2 of 8 partitions: Degraded %+v, want PartitionsNotCovered", c)
+	}
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](4) })
+	e.reconcile(p)
+	if got := names(e.deployments("scaled")); !slices.Equal(got, []string{"scaled-p0", "scaled-p1", "scaled-p2", "scaled-p3"}) {
+		t.Fatalf("after scaling up: %v", got)
+	}
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](1) })
+	e.reconcile(p)
+	if got := names(e.deployments("scaled")); !slices.Equal(got, []string{"scaled-p0"}) {
+		t.Fatalf("after scaling down: %v", got)
+	}
+	var pdb policyv1.PodDisruptionBudget
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "scaled-p3"}, &pdb); err == nil {
+		t.Fatal("the PDB of a removed partition is left")
+	}
+	var leases coordinationv1.LeaseList
+	if err := k8s.List(context.Background(), &leases, client.InNamespace(e.ns)); err != nil || len(leases.Items) != 1 {
+		t.Fatalf("%d leases (%v), want 1", len(leases.Items), err)
+	}
+	var role rbacv1.Role
+	e.mustGet(&role, "scaled-executor")
+	if !slices.Equal(role.Rules[0].ResourceNames, []string{"scaled-p0"}) {
+		t.Fatalf("role still names %v", role.Rules[0].ResourceNames)
+	}
+	if st := e.get(p).Status; st.Partitions != 1 || len(st.PartitionStatuses) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestUnsetPartitionsFollowTheTopicAsItGrows(t *testing.T) {
+	brokers := testenv.Kafka(t, 2, "grows")
+	e := newEnv(t, &controllers.KafkaTopics{Remember: time.Nanosecond})
+	p := e.pool("follow", func(s *docexecv1.DocExecutorPoolSpec) {
+		s.Kafka.Brokers, s.Kafka.InputTopic = brokers, "grows"
+	})
+	e.reconcile(p)
+	if got := names(e.deployments("follow")); len(got) != 2 {
+		t.Fatalf("deployments %v, want the topic's 2", got)
+	}
+	res, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if err != nil || res.RequeueAfter <= 0 {
+		t.Fatalf("a pool following its topic must come back: %+v, %v", res, err)
+	}
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_8_0_0
+	admin, err := sarama.NewClusterAdmin(brokers, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.CreatePartitions("grows", 5, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile(p)
+	if got := names(e.deployments("follow")); len(got) != 5 {
+		t.Fatalf("deployments %v after the topic grew to 5", got)
+	}
+	if st := e.get(p).Status; st.TopicPartitions == nil || *st.TopicPartitions != 5 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestUnreachableKafkaIsExplainedAndChangesNothing(t *testing.T) {
+	e := newEnv(t, fixedTopics{err: fmt.Errorf("dial tcp: connection refused")})
+	p := e.pool("blind", nil)
+	e.reconcile(p)
+	if got := names(e.deployments("blind")); len(got) != 0 {
+		t.Fatalf("deployments %v without a partition count", got)
+	}
+	c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "KafkaUnreachable" || !strings.Contains(c.Message, "connection refused") {
+		t.Fatalf("Degraded %+v", c)
+	}
+}
+
+func TestPauseScalesToZeroAndKeepsEverythingElse(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 2})
+	p := e.pool("napping", nil)
+	e.reconcile(p)
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Paused = true })
+	e.reconcile(p)
+	deps := e.deployments("napping")
+	if len(deps) != 2 {
+		t.Fatalf("deployments %v", names(deps))
+	}
+	for _, d := range deps {
+		if *d.Spec.Replicas != 0 {
+			t.Fatalf("%s has %d replicas while paused", d.Name, *d.Spec.Replicas)
+		}
+	}
+	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionReady); c == nil || c.Reason != "Paused" {
+		t.Fatalf("Ready %+v, want Paused", c)
+	}
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Paused = false })
+	e.reconcile(p)
+	for _, d := range e.deployments("napping") {
+		if *d.Spec.Replicas != 2 {
+			t.Fatalf("%s has %d replicas after resuming", d.Name, *d.Spec.Replicas)
+		}
+	}
+}
+
+func TestAConfigurationChangeRollsThePods(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("tuned", nil)
+	e.reconcile(p)
+	before := e.deployments("tuned")["tuned-p0"].Spec.Template.Annotations[controllers.AnnotationConfig]
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Sync.Interval = &metav1.Duration{Duration: 5 * time.Second} })
+	e.reconcile(p)
+	var cm corev1.ConfigMap
+	e.mustGet(&cm, "tuned-config")
+	if !strings.Contains(cm.Data["config.yaml"], "interval: 5s") {
+		t.Fatalf("config not updated:\n%s", cm.Data["config.yaml"])
+	}
+	if after := e.deployments("tuned")["tuned-p0"].Spec.Template.Annotations[controllers.AnnotationConfig]; after == before {
+		t.Fatal("the pod template did not change, so the pods would not roll")
+	}
+}
+
+func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 2})
+	p := e.pool("watched", nil)
+	e.reconcile(p)
+	// What the Deployment controller and the executors would report.
+	for _, d := range e.deployments("watched") {
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
+		if err := k8s.Status().Update(context.Background(), &d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var l coordinationv1.Lease
+	e.mustGet(&l, "watched-p1")
+	l.Spec.HolderIdentity = ptr.To("watched-p1-abc")
+	l.Annotations = map[string]string{controllers.AnnotationLag: "42"}
+	if err := k8s.Update(context.Background(), &l); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile(p)
+	st := e.get(p).Status
+	if st.ReadyPartitions != 2 || st.ReadyReplicas != 4 || !meta.IsStatusConditionTrue(st.Conditions, controllers.ConditionReady) ||
+		!meta.IsStatusConditionFalse(st.Conditions, controllers.ConditionProgressing) {
+		t.Fatalf("status %+v", st)
+	}
+	ps := st.PartitionStatuses[1]
+	if ps.Leader != "watched-p1-abc" || ps.Lag == nil || *ps.Lag != 42 {
+		t.Fatalf("partition 1: %+v", ps)
+	}
+}
+
+func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {
+	needControlPlane(t)
+	e := newEnv(t, fixedTopics{n: 1})
+	for _, c := range []struct {
+		name   string
+		mutate func(*docexecv1.DocExecutorPoolSpec)
+		want   string
+	}{
+		{"brokers may not be empty", func(s *docexecv1.DocExecutorPoolSpec) { s.Kafka.Brokers = nil }, "brokers"},
+		{"input and output topics differ", func(s *docexecv1.DocExecutorPoolSpec) { s.Kafka.OutputTopic = "updates" }, "kafka.outputTopic must differ from kafka.inputTopic"},
+		{"partitions are at least 1 when set", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](0) }, "spec.partitions"},
+		{"replicas per partition are 1 to 9", func(s *docexecv1.DocExecutorPoolSpec) { s.ReplicasPerPartition = 10 }, "spec.replicasPerPartition"},
+		{"durations are positive", func(s *docexecv1.DocExecutorPoolSpec) { s.Sync.Interval = &metav1.Duration{Duration: -time.Second} }, "sync.interval must be positive"},
+		{"the renew deadline is shorter than the lease", func(s *docexecv1.DocExecutorPoolSpec) {
+			s.Failover.LeaseDuration = &metav1.Duration{Duration: 2 * time.Second}
+			s.Failover.RenewDeadline = &metav1.Duration{Duration: 3 * time.Second}
+		}, "failover.renewDeadline must be shorter than failover.leaseDuration"},
+		{"the format is json or protobuf", func(s *docexecv1.DocExecutorPoolSpec) { s.Kafka.Format = "xml" }, "spec.kafka.format"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := &docexecv1.DocExecutorPool{
+				ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: e.ns},
+				Spec: docexecv1.DocExecutorPoolSpec{
+					Kafka:    docexecv1.KafkaSpec{Brokers: []string{"kafka:9092"}, InputTopic: "updates", OutputTopic: "states", DeadLetterTopic: "dead"},
+					Redis:    docexecv1.RedisSpec{Addresses: []string{"redis:6379"}},
+					Postgres: docexecv1.PostgresSpec{DSNSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg"}, Key: "dsn"}},
+				},
+			}
+			c.mutate(&p.Spec)
+			err := k8s.Create(context.Background(), p)
+			if err == nil {
+				k8s.Delete(context.Background(), p) //nolint:errcheck
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("rejected with %q, want a message naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestTheSchemaFillsInDefaults(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.get(e.pool("defaults", nil))
+	s := p.Spec
+	if s.ReplicasPerPartition != 2 || s.Kafka.Format != "json" || s.Kafka.StartOffset != "earliest" || s.Batch.Size != 500 ||
+		s.Sync.Interval.Duration != time.Second || s.Failover.LeaseDuration.Duration != 5*time.Second || s.Postgres.Table != "documents" {
+		t.Fatalf("defaults not applied: %+v", s)
+	}
+}

@@ -1,0 +1,98 @@
+package controllers
+
+import (
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
+)
+
+// Condition types of a pool.
+const (
+	ConditionReady       = "Ready"
+	ConditionProgressing = "Progressing"
+	ConditionDegraded    = "Degraded"
+)
+
+// buildStatus rebuilds a pool's status from what exists, never from the
+// status it had (only conditions' transition times carry over).
+func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed) docexecv1.DocExecutorPoolStatus {
+	st := docexecv1.DocExecutorPoolStatus{
+		ObservedGeneration: pool.Generation,
+		TopicPartitions:    want.topic,
+		Conditions:         append([]metav1.Condition(nil), pool.Status.Conditions...),
+	}
+	count := max(want.count, 0)
+	st.Partitions = count
+	replicas := pool.Spec.ReplicasPerPartition
+	if pool.Spec.Paused {
+		replicas = 0
+	}
+	progressing := []string{}
+	for p := range count {
+		ps := docexecv1.PartitionStatus{Partition: p}
+		dep, ok := o.deployments[p]
+		switch {
+		case !ok:
+			progressing = append(progressing, fmt.Sprintf("partition %d is being created", p))
+		default:
+			ps.ReadyReplicas = dep.Status.ReadyReplicas
+			st.Replicas += dep.Status.Replicas
+			st.ReadyReplicas += dep.Status.ReadyReplicas
+			if dep.Status.ObservedGeneration < dep.Generation || dep.Status.UpdatedReplicas < replicas ||
+				dep.Status.Replicas != replicas || (dep.Spec.Replicas != nil && *dep.Spec.Replicas != replicas) {
+				progressing = append(progressing, fmt.Sprintf("partition %d is rolling out", p))
+			}
+		}
+		if ps.ReadyReplicas > 0 {
+			st.ReadyPartitions++
+		}
+		if l, ok := o.leases[p]; ok {
+			if l.Spec.HolderIdentity != nil {
+				ps.Leader = *l.Spec.HolderIdentity
+			}
+			if lag, err := strconv.ParseInt(l.Annotations[AnnotationLag], 10, 64); err == nil {
+				ps.Lag = &lag
+			}
+		}
+		st.PartitionStatuses = append(st.PartitionStatuses, ps)
+	}
+	for p := range o.deployments {
+		if p >= count && want.count >= 0 {
+			progressing = append(progressing, fmt.Sprintf("partition %d is being removed", p))
+		}
+	}
+
+	set := func(typ string, ok bool, reason, msg string) {
+		status := metav1.ConditionFalse
+		if ok {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: pool.Generation})
+	}
+	switch {
+	case pool.Spec.Paused:
+		set(ConditionReady, false, "Paused", "The pool is paused: every partition runs zero pods")
+	case count > 0 && st.ReadyPartitions == count:
+		set(ConditionReady, true, "AllPartitionsReady", fmt.Sprintf("All %d partitions have a ready executor", count))
+	default:
+		set(ConditionReady, false, "PartitionsNotReady", fmt.Sprintf("%d of %d partitions have a ready executor", st.ReadyPartitions, count))
+	}
+	if len(progressing) > 0 {
+		set(ConditionProgressing, true, "RollingOut", progressing[0])
+	} else {
+		set(ConditionProgressing, false, "Stable", "Every partition runs the current spec")
+	}
+	switch {
+	case want.err != nil && pool.Spec.Partitions == nil:
+		set(ConditionDegraded, true, "KafkaUnreachable", fmt.Sprintf("The partitions of topic %s cannot be read, so the pool cannot follow it: %v", pool.Spec.Kafka.InputTopic, want.err))
+	case want.topic != nil && count < *want.topic:
+		set(ConditionDegraded, true, "PartitionsNotCovered", fmt.Sprintf("The pool runs %d partitions; topic %s has %d, whose updates nobody processes", count, pool.Spec.Kafka.InputTopic, *want.topic))
+	default:
+		set(ConditionDegraded, false, "AsExpected", "Every partition of the topic is covered")
+	}
+	return st
+}

@@ -1,0 +1,96 @@
+// Package manager is `docexec manager`: the operator process. It runs the
+// DocExecutorPool reconciler under controller-runtime with leader election
+// for itself, Prometheus metrics and health probes.
+package manager
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
+	"github.com/docexec/docexec/controllers"
+	"github.com/docexec/docexec/executor"
+)
+
+// DefaultImage is the executor image of pools that name none, unless
+// --executor-image says otherwise.
+const DefaultImage = "docexec/docexec:latest"
+
+// Scheme knows the built-in kinds and DocExecutorPool.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(docexecv1.AddToScheme(s))
+	return s
+}
+
+// Main runs the operator until ctx ends and returns the exit code.
+func Main(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics (0 disables)")
+	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := fs.Bool("leader-elect", true, "elect one active operator among replicas")
+	image := fs.String("executor-image", DefaultImage, "executor image of pools that name none")
+	opts := zap.Options{}
+	opts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return executor.ExitUsage
+		}
+		fmt.Fprintf(stderr, "docexec manager: %v\n", err)
+		return executor.ExitUsage
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts), zap.WriteTo(stderr)))
+	log := ctrl.Log.WithName("manager")
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		log.Error(err, "Found no Kubernetes configuration")
+		return executor.ExitFailed
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress: *probeAddr,
+		LeaderElection:         *leaderElect,
+		LeaderElectionID:       "docexec-operator.docexec.io",
+	})
+	if err != nil {
+		log.Error(err, "Failed to create the manager")
+		return executor.ExitFailed
+	}
+	r := &controllers.DocExecutorPoolReconciler{
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("docexec-operator"),
+		DefaultImage: *image, Topics: &controllers.KafkaTopics{},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Failed to set up the DocExecutorPool controller")
+		return executor.ExitFailed
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "Failed to add the health check")
+		return executor.ExitFailed
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "Failed to add the ready check")
+		return executor.ExitFailed
+	}
+	log.Info("Operator started", "executorImage", *image)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Operator stopped")
+		return executor.ExitFailed
+	}
+	return executor.ExitOK
+}

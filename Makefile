@@ -29,10 +29,39 @@ vet: ## Check formatting and go vet.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed: run make fmt"; exit 1; }
 	$(GO) vet ./...
 
+##@ Generation
+CONTROLLER_GEN_VERSION ?= v0.23.0
+CONTROLLER_GEN := bin/controller-gen-$(CONTROLLER_GEN_VERSION)
+
+$(CONTROLLER_GEN):
+	GOBIN=$(abspath bin/.tmp) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv bin/.tmp/controller-gen $@ && rmdir bin/.tmp
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and the operator's RBAC from markers (and the chart's copy of the CRD).
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=config/crd/bases rbac:roleName=manager-role paths=./controllers/... output:rbac:dir=config/rbac
+	cp config/crd/bases/docexec.io_docexecutorpools.yaml charts/docexec/files/crds/
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy functions.
+	$(CONTROLLER_GEN) object paths=./api/...
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## Fail if generated files differ from what is committed.
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make manifests generate"; exit 1; }
+
 ##@ Tests
+.PHONY: k8s-binaries
+k8s-binaries: ## Build (or reuse) kube-apiserver, etcd, kubectl and helm at bin/k8s.
+	hack/k8s-binaries.sh >/dev/null
+
+.PHONY: static-build
+static-build: ## The Dockerfile's build step, short of the image (no Docker engine needed).
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o /dev/null .
+
 .PHONY: test
-test: vet ## Run every test against real redis-server and PostgreSQL (installed and started here).
-	hack/with-services.sh $(GO) test -count=1 ./...
+test: vet verify-generated static-build k8s-binaries ## Run every test against real redis-server, PostgreSQL and kube-apiserver (all set up here).
+	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/with-services.sh $(GO) test -count=1 ./...
 
 .PHONY: test-short
 test-short: ## Unit tests only, no servers.

@@ -1,0 +1,215 @@
+// Package e2e installs the operator the way users do — kubectl apply -k and
+// helm install — against a real kube-apiserver, runs the real
+// `docexec manager` binary, and reads the result with kubectl.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+)
+
+// cluster is a fresh control plane (etcd + kube-apiserver) with an admin
+// kubeconfig, stopped when t ends.
+type cluster struct {
+	t          *testing.T
+	kubeconfig string
+	bin        string
+}
+
+func newCluster(t *testing.T) *cluster {
+	if testing.Short() {
+		t.Skip("integration test: needs the test control plane")
+	}
+	bin, _ := filepath.Abs("../bin/k8s")
+	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" {
+		bin = v
+	}
+	for _, tool := range []string{"kube-apiserver", "kubectl", "helm"} {
+		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
+			t.Fatalf("no %s in %s: run `make test` or hack/k8s-binaries.sh", tool, bin)
+		}
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: bin}
+	if _, err := env.Start(); err != nil {
+		t.Fatalf("start the control plane: %v", err)
+	}
+	t.Cleanup(func() { env.Stop() }) //nolint:errcheck
+	admin, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{t: t, kubeconfig: kubeconfig, bin: bin}
+}
+
+// run runs one of the cluster's tools (kubectl, helm) from the repository
+// root and returns its standard output; a failure fails the test.
+func (c *cluster) run(tool string, args ...string) string {
+	c.t.Helper()
+	out, err := c.try(tool, args...)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (c *cluster) try(tool string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(c.bin, tool), append([]string{"--kubeconfig", c.kubeconfig}, args...)...)
+	cmd.Dir = ".."
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// eventually retries check until it passes or 60 s pass.
+func (c *cluster) eventually(what string, check func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !check() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// startOperator runs `docexec manager` against the cluster until t ends.
+func (c *cluster) startOperator() {
+	c.t.Helper()
+	docexec := filepath.Join(c.t.TempDir(), "docexec")
+	if out, err := exec.Command("go", "build", "-o", docexec, "..").CombinedOutput(); err != nil {
+		c.t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, docexec, "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() {
+		cancel()
+		cmd.Wait() //nolint:errcheck // killed on purpose
+		if c.t.Failed() {
+			c.t.Logf("operator logs:\n%s", logs.String())
+		}
+	})
+}
+
+func TestKubectlApplyInstallsTheOperatorAndASamplePool(t *testing.T) {
+	c := newCluster(t)
+	c.run("kubectl", "apply", "-k", "config/default")
+	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	for _, obj := range []string{"namespace/docexec-system", "deployment/docexec-operator", "serviceaccount/docexec-operator", "clusterrole/docexec-manager-role"} {
+		if strings.Contains(obj, "clusterrole") {
+			c.run("kubectl", "get", obj)
+		} else {
+			c.run("kubectl", "get", "-n", "docexec-system", obj)
+		}
+	}
+	// The same again, server-side: idempotent.
+	c.run("kubectl", "apply", "--server-side", "-k", "config/default")
+
+	c.run("kubectl", "create", "namespace", "demo")
+	c.run("kubectl", "apply", "-n", "demo", "-k", "config/samples")
+	// The sample follows its topic, which needs a Kafka; fix the count.
+	c.run("kubectl", "patch", "dxp", "docs", "-n", "demo", "--type", "merge", "-p", `{"spec":{"partitions":3}}`)
+	c.startOperator() // stands in for the operator Deployment: no kubelet runs its pod here
+	c.eventually("the sample pool has its partitions", func() bool {
+		out, err := c.try("kubectl", "get", "deployments", "-n", "demo", "-l", "docexec.io/pool=docs", "-o", "name")
+		return err == nil && strings.Count(out, "deployment.apps/") == 3
+	})
+	out := c.run("kubectl", "get", "dxp", "-n", "demo")
+	if !strings.Contains(out, "READY") || !strings.Contains(out, "PARTITIONS") || !strings.Contains(out, "docs") {
+		t.Fatalf("kubectl get dxp:\n%s", out)
+	}
+	c.eventually("the status counts 3 partitions", func() bool {
+		out, _ := c.try("kubectl", "get", "dxp", "docs", "-n", "demo", "-o", "jsonpath={.status.partitions}")
+		return out == "3"
+	})
+	t.Logf("kubectl get dxp:\n%s", c.run("kubectl", "get", "dxp", "-n", "demo", "-o", "wide"))
+}
+
+func TestHelmInstallsTheChart(t *testing.T) {
+	c := newCluster(t)
+	c.run("helm", "lint", "charts/docexec")
+	manifest := c.run("helm", "template", "t", "charts/docexec", "--namespace", "docexec")
+	if !strings.Contains(manifest, "kind: CustomResourceDefinition") || !strings.Contains(manifest, "helm.sh/resource-policy: keep") {
+		t.Fatal("helm template: no kept CRD in the default manifest")
+	}
+	if without := c.run("helm", "template", "t", "charts/docexec", "--set", "crds.enabled=false"); strings.Contains(without, "kind: CustomResourceDefinition") {
+		t.Fatal("crds.enabled=false still renders the CRD")
+	}
+	c.run("helm", "install", "docexec", "charts/docexec", "--namespace", "docexec", "--create-namespace")
+	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.run("kubectl", "get", "-n", "docexec", "deployment", "-l", "app.kubernetes.io/instance=docexec")
+	c.run("kubectl", "create", "namespace", "demo")
+	c.run("kubectl", "apply", "-n", "demo", "-k", "config/samples")
+	c.run("kubectl", "get", "dxp", "-n", "demo", "docs")
+	c.run("helm", "uninstall", "docexec", "--namespace", "docexec")
+	// crds.keep (the default) leaves the CRD, and so the users' pools.
+	c.run("kubectl", "get", "crd", "docexecutorpools.docexec.io")
+	c.run("kubectl", "get", "dxp", "-n", "demo", "docs")
+}
+
+// TestTheChartGrantsTheGeneratedRules keeps the chart's ClusterRole equal
+// to config/rbac/role.yaml, which controller-gen writes from the
+// reconciler's RBAC markers.
+func TestTheChartGrantsTheGeneratedRules(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs helm from hack/k8s-binaries.sh")
+	}
+	c := &cluster{t: t, bin: "../bin/k8s"}
+	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" {
+		c.bin = v
+	}
+	c.bin, _ = filepath.Abs(c.bin)
+	out, err := exec.Command(filepath.Join(c.bin, "helm"), "template", "t", "../charts/docexec").Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	var chart *rbacv1.ClusterRole
+	for _, doc := range strings.Split(string(out), "\n---") {
+		var obj rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &obj); err == nil && obj.Kind == "ClusterRole" && strings.HasSuffix(obj.Name, "manager-role") {
+			chart = &obj
+		}
+	}
+	if chart == nil {
+		t.Fatalf("no manager-role ClusterRole in the chart:\n%s", out)
+	}
+	raw, err := os.ReadFile("../config/rbac/role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated rbacv1.ClusterRole
+	if err := yaml.Unmarshal(raw, &generated); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(chart.Rules, generated.Rules) {
+		t.Fatalf("the chart's rules differ from config/rbac/role.yaml:\nchart: %+v\ngenerated: %+v", chart.Rules, generated.Rules)
+	}
+}

@@ -46,9 +46,13 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and the operator's RBAC from ma
 generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy functions.
 	$(CONTROLLER_GEN) object paths=./api/...
 
+.PHONY: docs
+docs: manifests ## Generate docs/api.md, the DocExecutorPool field reference, from the CRD.
+	$(GO) run ./hack/apidocs config/crd/bases/docexec.io_docexecutorpools.yaml > docs/api.md
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail if generated files differ from what is committed.
-	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make manifests generate"; exit 1; }
+verify-generated: manifests generate docs ## Fail if generated files differ from what is committed.
+	@git diff --exit-code -- api config charts docs/api.md || { echo "generated files are stale: run make manifests generate docs"; exit 1; }
 
 ##@ Tests
 .PHONY: k8s-binaries

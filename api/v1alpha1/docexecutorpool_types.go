@@ -98,9 +98,9 @@ type KafkaSpec struct {
 
 // KafkaTLS configures TLS from a Secret.
 type KafkaTLS struct {
-	// SecretName names a Secret in the pool's namespace with ca.crt and,
-	// for client authentication, tls.crt and tls.key. Empty: system roots,
-	// no client certificate.
+	// SecretName names a Secret in the pool's namespace whose ca.crt is the
+	// CA that signed the brokers. Empty: the system's roots. (Client
+	// certificates are not supported yet.)
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 }
@@ -202,10 +202,13 @@ type FailoverSpec struct {
 
 // PodOverrides customise the executor pods.
 type PodOverrides struct {
+	// Resources of the executor container.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// NodeSelector constrains the nodes the pods run on.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// Tolerations let the pods run on tainted nodes.
 	// +optional
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
 	// Affinity replaces the default, which spreads a partition's replicas

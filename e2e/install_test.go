@@ -213,3 +213,47 @@ func TestTheChartGrantsTheGeneratedRules(t *testing.T) {
 		t.Fatalf("the chart's rules differ from config/rbac/role.yaml:\nchart: %+v\ngenerated: %+v", chart.Rules, generated.Rules)
 	}
 }
+
+// startControllerManager runs kube-controller-manager's garbage collector
+// and Deployment controllers against the cluster until t ends.
+func (c *cluster) startControllerManager() {
+	c.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "kube-controller-manager"), "--kubeconfig", c.kubeconfig,
+		"--controllers=garbage-collector-controller,deployment-controller,replicaset-controller",
+		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() {
+		cancel()
+		cmd.Wait() //nolint:errcheck // killed on purpose
+		if c.t.Failed() {
+			c.t.Logf("kube-controller-manager logs:\n%s", logs.String())
+		}
+	})
+}
+
+func TestDeletingAPoolDeletesEverythingItOwns(t *testing.T) {
+	c := newCluster(t)
+	c.run("kubectl", "apply", "-k", "config/crd")
+	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.startControllerManager()
+	c.startOperator()
+	c.run("kubectl", "create", "namespace", "demo")
+	c.run("kubectl", "apply", "-n", "demo", "-k", "config/samples")
+	c.run("kubectl", "patch", "dxp", "docs", "-n", "demo", "--type", "merge", "-p", `{"spec":{"partitions":2}}`)
+	owned := "deployments,replicasets,poddisruptionbudgets,leases,configmaps,serviceaccounts,services,roles,rolebindings"
+	c.eventually("the pool's objects exist, down to the ReplicaSets", func() bool {
+		out, err := c.try("kubectl", "get", owned, "-n", "demo", "-l", "docexec.io/pool=docs", "-o", "name")
+		return err == nil && strings.Count(out, "deployment.apps/") == 2 && strings.Count(out, "replicaset.apps/") == 2 &&
+			strings.Count(out, "lease.") == 2 && strings.Contains(out, "configmap/docs-config")
+	})
+	c.run("kubectl", "delete", "dxp", "docs", "-n", "demo")
+	c.eventually("the garbage collector removed them all", func() bool {
+		out, err := c.try("kubectl", "get", owned, "-n", "demo", "-l", "docexec.io/pool=docs", "-o", "name")
+		return err == nil && strings.TrimSpace(out) == ""
+	})
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes test binaries (kube-apiserver, etcd, kubectl, helm) from
-# Go modules and links them at bin/k8s/, the directory envtest's
+# Builds the Kubernetes test binaries (kube-apiserver, kube-controller-manager,
+# etcd, kubectl, helm) from Go modules and links them at bin/k8s/, the directory envtest's
 # KUBEBUILDER_ASSETS / BinaryAssetsDirectory points to.
 #
 # Versions come from hack/k8sbin/go.mod (a separate Go module; see tools.go).
@@ -18,9 +18,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODDIR="$ROOT/hack/k8sbin"
 LINK="$ROOT/bin/k8s"
-BINARIES=(kube-apiserver etcd kubectl helm)
+BINARIES=(kube-apiserver kube-controller-manager etcd kubectl helm)
 # Bump when the build recipe below changes in a way that affects the binaries.
-RECIPE=1
+RECIPE=2
 
 log() { printf 'k8s-binaries: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -115,6 +115,7 @@ build() {
 log "cache miss: building into $CACHE_DIR"
 total=$SECONDS
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_VERSION" ""
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_VERSION" ""
 build kubectl k8s.io/kubernetes/cmd/kubectl "$K8S_VERSION" ""
 # Go names the etcd main package's binary "server"; install it as "etcd".
 build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" ""
@@ -128,6 +129,7 @@ check_version() {
 	[[ "$out" == *"$want"* ]] || die "$* does not report $want: $out"
 }
 check_version "$K8S_VERSION" "$BUILD_DIR/kube-apiserver" --version
+check_version "$K8S_VERSION" "$BUILD_DIR/kube-controller-manager" --version
 check_version "$K8S_VERSION" "$BUILD_DIR/kubectl" version --client
 check_version "${ETCD_VERSION#v}" "$BUILD_DIR/etcd" --version
 check_version "$HELM_VERSION" "$BUILD_DIR/helm" version

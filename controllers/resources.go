@@ -21,6 +21,7 @@ import (
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/leader"
 )
 
 // Labels and annotations the operator sets.
@@ -31,7 +32,7 @@ const (
 	AnnotationConfig = "docexec.io/config-hash"
 	// AnnotationLag is where a partition's leader reports its consumer lag
 	// on the partition's Lease.
-	AnnotationLag = "docexec.io/lag"
+	AnnotationLag = leader.AnnotationLag
 
 	configFile        = "/etc/docexec/config.yaml"
 	tlsDir            = "/etc/docexec/kafka-tls"
@@ -104,6 +105,9 @@ func executorConfig(p *docexecv1.DocExecutorPool) ([]byte, error) {
 	c.Sync.Interval = duration(s.Sync.Interval)
 	c.Sync.BatchSize = int(s.Sync.BatchSize)
 	c.ShutdownTimeout = duration(s.Failover.ShutdownTimeout)
+	c.Leader.LeaseDuration = duration(s.Failover.LeaseDuration)
+	c.Leader.RenewDeadline = duration(s.Failover.RenewDeadline)
+	c.Leader.RetryPeriod = duration(s.Failover.RetryPeriod)
 	c.Listen = fmt.Sprintf(":%d", metricsPort)
 	return yaml.Marshal(c)
 }
@@ -254,7 +258,10 @@ func spreadAcrossNodes(labels map[string]string) *corev1.Affinity {
 func executorContainer(p *docexecv1.DocExecutorPool, partition int32, image string) corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: config.EnvName("partition"), Value: strconv.Itoa(int(partition))},
-		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		// The replicas elect the partition's leader with its Lease.
+		{Name: config.EnvName("leader.lease"), Value: leaseName(p.Name, partition)},
+		{Name: config.EnvName("leader.namespace"), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		{Name: config.EnvName("leader.identity"), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: config.EnvName("postgres.dsn"), ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &p.Spec.Postgres.DSNSecretRef}},
 	}
 	if ref := p.Spec.Redis.PasswordSecretRef; ref != nil {

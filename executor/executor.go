@@ -19,10 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/rueidis"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/state"
@@ -101,8 +105,17 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 
+	elector, err := newElector(cfg, exec, log)
+	if err != nil {
+		return err
+	}
+	// With an election, a standby is ready: it serves the moment it leads.
+	ready := exec.Ready
+	if elector != nil {
+		ready = func() bool { return true }
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, exec.Ready), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error {
 		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve %s: %w", cfg.Listen, err)
@@ -115,10 +128,73 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			defer cancel()
 			srv.Shutdown(stopCtx) //nolint:errcheck // best effort on the way out
 		}()
-		return exec.Run(gctx)
+		return Lead(gctx, exec, elector, time.Duration(cfg.Leader.RetryPeriod), log)
 	})
 	log.Info("Executor started", "pool", cfg.Pool, "partition", cfg.Partition, "listen", cfg.Listen)
 	return g.Wait()
+}
+
+// newElector returns the partition's Lease election, or nil when the
+// configuration names no Lease.
+func newElector(cfg config.Config, exec *pipeline.Executor, log *slog.Logger) (leader.Elector, error) {
+	if cfg.Leader.Lease == "" {
+		return nil, nil
+	}
+	rest, err := kubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("leader election needs the Kubernetes API: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rest)
+	if err != nil {
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	identity := cfg.Leader.Identity
+	if identity == "" {
+		if identity, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("leader election: no leader.identity and no host name: %w", err)
+		}
+	}
+	return &leader.Lease{
+		Client: client, Namespace: cfg.Leader.Namespace, Name: cfg.Leader.Lease, Identity: identity,
+		LeaseDuration: time.Duration(cfg.Leader.LeaseDuration), RenewDeadline: time.Duration(cfg.Leader.RenewDeadline),
+		RetryPeriod: time.Duration(cfg.Leader.RetryPeriod), Lag: exec.Lag, Log: log,
+	}, nil
+}
+
+// kubeConfig is the pod's service account in a cluster, else KUBECONFIG.
+func kubeConfig() (*rest.Config, error) {
+	if c, err := rest.InClusterConfig(); err == nil {
+		return c, nil
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
+}
+
+// Lead runs the partition: at once without an elector, else in terms of
+// leadership, standing by in between. A leader fenced by a newer one (or
+// that lost its Lease) stands by again; SIGTERM (ctx) ends it after the
+// current term's graceful stop.
+func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, pause time.Duration, log *slog.Logger) error {
+	if elector == nil {
+		return exec.Run(ctx)
+	}
+	for {
+		led, err := elector.Lead(ctx, exec.Run)
+		switch {
+		case err != nil && pipeline.Fenced(err):
+			log.Warn("Fenced by a newer leader; standing by", "err", err)
+		case err != nil:
+			return err
+		case ctx.Err() != nil:
+			return nil
+		case led:
+			log.Info("Stepped down; standing by")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+	}
 }
 
 // NewPipeline builds the partition's executor from the configuration.

@@ -37,6 +37,7 @@ type Config struct {
 	Postgres  Postgres `json:"postgres"`
 	Batch     Batch    `json:"batch"`
 	Sync      Sync     `json:"sync"`
+	Leader    Leader   `json:"leader"`
 	// ShutdownTimeout bounds the last batch, publish and sync on SIGTERM.
 	ShutdownTimeout Duration `json:"shutdownTimeout"`
 	// Listen is the address of /healthz, /readyz and /metrics.
@@ -90,12 +91,30 @@ type Sync struct {
 	BatchSize int      `json:"batchSize"`
 }
 
+// Leader configures the election among a partition's replicas.
+type Leader struct {
+	// Lease names the partition's coordination.k8s.io Lease; empty: no
+	// election, this executor claims the partition at once.
+	Lease string `json:"lease"`
+	// Namespace of the Lease; the operator sets the pod's.
+	Namespace string `json:"namespace"`
+	// Identity names this executor in the Lease (the pod's name); default
+	// the host name.
+	Identity string `json:"identity"`
+	// LeaseDuration, RenewDeadline and RetryPeriod: a standby takes over
+	// LeaseDuration after the leader's last renewal.
+	LeaseDuration Duration `json:"leaseDuration"`
+	RenewDeadline Duration `json:"renewDeadline"`
+	RetryPeriod   Duration `json:"retryPeriod"`
+}
+
 // Default returns the configuration before file, environment and flags.
 func Default() Config {
 	return Config{
 		Kafka:           Kafka{Format: codec.FormatJSON, StartOffset: kafka.Earliest},
 		Batch:           Batch{Size: pipeline.DefaultBatchSize, MaxWait: Duration(pipeline.DefaultBatchWait)},
 		Sync:            Sync{Interval: Duration(pipeline.DefaultSyncInterval), BatchSize: syncer.DefaultBatchSize},
+		Leader:          Leader{LeaseDuration: Duration(5 * time.Second), RenewDeadline: Duration(3 * time.Second), RetryPeriod: Duration(time.Second)},
 		ShutdownTimeout: Duration(pipeline.DefaultShutdownTimeout),
 		Listen:          ":8080",
 		LogFormat:       "json",
@@ -189,6 +208,12 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var(&c.Batch.MaxWait, "batch.maxWait", "longest wait to fill a batch")
 	fs.Var(&c.Sync.Interval, "sync.interval", "time between syncs to PostgreSQL")
 	fs.IntVar(&c.Sync.BatchSize, "sync.batchSize", c.Sync.BatchSize, "states per PostgreSQL transaction")
+	fs.StringVar(&c.Leader.Lease, "leader.lease", c.Leader.Lease, "Lease to elect the partition's leader with (empty: no election)")
+	fs.StringVar(&c.Leader.Namespace, "leader.namespace", c.Leader.Namespace, "namespace of the Lease")
+	fs.StringVar(&c.Leader.Identity, "leader.identity", c.Leader.Identity, "this executor's name in the Lease (default: host name)")
+	fs.Var(&c.Leader.LeaseDuration, "leader.leaseDuration", "how long after the leader's last renewal a standby takes over")
+	fs.Var(&c.Leader.RenewDeadline, "leader.renewDeadline", "how long the leader tries to renew before it steps down")
+	fs.Var(&c.Leader.RetryPeriod, "leader.retryPeriod", "time between election attempts")
 	fs.Var(&c.ShutdownTimeout, "shutdownTimeout", "bound on the last batch and sync after SIGTERM")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of /healthz, /readyz and /metrics")
 	fs.StringVar(&c.LogFormat, "logFormat", c.LogFormat, "log format: json or text")
@@ -244,6 +269,12 @@ func (c Config) Validate() error {
 	check(c.Sync.Interval > 0, "sync.interval", "must be positive")
 	check(c.Sync.BatchSize > 0, "sync.batchSize", "must be positive")
 	check(c.ShutdownTimeout > 0, "shutdownTimeout", "must be positive")
+	if c.Leader.Lease != "" {
+		check(c.Leader.Namespace != "", "leader.namespace", "required with leader.lease")
+		check(c.Leader.RetryPeriod > 0, "leader.retryPeriod", "must be positive")
+		check(c.Leader.RenewDeadline > c.Leader.RetryPeriod, "leader.renewDeadline", "must be longer than leader.retryPeriod")
+		check(c.Leader.LeaseDuration > c.Leader.RenewDeadline, "leader.leaseDuration", "must be longer than leader.renewDeadline")
+	}
 	check(c.LogFormat == "json" || c.LogFormat == "text", "logFormat", "json or text")
 	if len(errs) > 0 {
 		return errs[0]

@@ -103,6 +103,8 @@ type Executor struct {
 	opts  Options
 	deps  Deps
 	ready atomic.Bool
+	// lag is the consumer lag after the last published batch, -1 before.
+	lag atomic.Int64
 }
 
 // New returns an executor of opts' partition; zero options take defaults.
@@ -123,7 +125,21 @@ func New(opts Options, deps Deps) *Executor {
 		opts.StartOffset = kafka.Earliest
 	}
 	deps.Log = deps.Log.With("pool", opts.Pool, "partition", opts.Partition)
-	return &Executor{opts: opts, deps: deps}
+	e := &Executor{opts: opts, deps: deps}
+	e.lag.Store(-1)
+	return e
+}
+
+// Lag returns the consumer lag after the last published batch.
+func (e *Executor) Lag() (int64, bool) {
+	lag := e.lag.Load()
+	return lag, lag >= 0
+}
+
+// Fenced reports whether err means that a newer executor owns the
+// partition: this one must stop writing and stand by.
+func Fenced(err error) bool {
+	return errors.Is(err, state.ErrFenced) || errors.Is(err, kafka.ErrFenced) || errors.Is(err, store.ErrFenced)
 }
 
 // Ready reports whether the executor is processing its partition.
@@ -305,7 +321,9 @@ func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan ba
 		}
 		m.Emitted.Add(float64(b.emitted))
 		m.DeadLettered.Add(float64(b.deadLettered))
-		m.ConsumerLag.Set(float64(max(0, b.highWaterMark-b.next)))
+		lag := max(0, b.highWaterMark-b.next)
+		m.ConsumerLag.Set(float64(lag))
+		e.lag.Store(lag)
 	}
 	return nil
 }

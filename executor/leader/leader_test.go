@@ -1,0 +1,157 @@
+package leader_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/docexec/docexec/executor/leader"
+)
+
+var client kubernetes.Interface
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets, _ = filepath.Abs("../../bin/k8s")
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "leader: start the test control plane (run make test or hack/k8s-binaries.sh): %v\n", err)
+		os.Exit(1)
+	}
+	client = kubernetes.NewForConfigOrDie(cfg)
+	code := m.Run()
+	env.Stop() //nolint:errcheck
+	os.Exit(code)
+}
+
+// lease returns an elector of a fresh Lease, as the operator creates it.
+func lease(t *testing.T, identity, name string) *leader.Lease {
+	if testing.Short() {
+		t.Skip("integration test: needs the test control plane")
+	}
+	ctx := context.Background()
+	if _, err := client.CoordinationV1().Leases("default").Get(ctx, name, metav1.GetOptions{}); err != nil {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+		if _, err := client.CoordinationV1().Leases("default").Create(ctx, l, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &leader.Lease{Client: client, Namespace: "default", Name: name, Identity: identity,
+		LeaseDuration: 4 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func TestAStandbyTakesOverAtOnceWhenTheLeaderStops(t *testing.T) {
+	name := fmt.Sprintf("p%x", rand.Uint32())
+	a, b := lease(t, "a", name), lease(t, "b", name)
+	aCtx, stopA := context.WithCancel(context.Background())
+	aLeads := make(chan struct{})
+	var aStopped atomic.Int64 // when a's work returned, in ns
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.Lead(aCtx, func(ctx context.Context) error {
+			close(aLeads)
+			<-ctx.Done()
+			time.Sleep(300 * time.Millisecond) // the last batch and sync
+			aStopped.Store(time.Now().UnixNano())
+			return nil
+		})
+		aDone <- err
+	}()
+	<-aLeads
+	bLeads := make(chan time.Time, 1)
+	bCtx, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	go b.Lead(bCtx, func(ctx context.Context) error { bLeads <- time.Now(); <-ctx.Done(); return nil }) //nolint:errcheck
+	select {
+	case <-bLeads:
+		t.Fatal("the standby led while the leader held the Lease")
+	case <-time.After(time.Second):
+	}
+	stopA() // SIGTERM
+	if err := <-aDone; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-bLeads:
+		gap := at.Sub(time.Unix(0, aStopped.Load()))
+		if gap < 0 {
+			t.Fatalf("the standby led %v before the leader's work ended", -gap)
+		}
+		if gap > 2*time.Second {
+			t.Fatalf("the standby took %v to take over, want well under the 4 s lease: the Lease was not released", gap)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the standby never led")
+	}
+	got, err := client.CoordinationV1().Leases("default").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil || got.Spec.HolderIdentity == nil || *got.Spec.HolderIdentity != "b" {
+		t.Fatalf("lease holder %v (%v), want b", got.Spec.HolderIdentity, err)
+	}
+}
+
+func TestTheLeaderReportsItsLagOnTheLease(t *testing.T) {
+	name := fmt.Sprintf("p%x", rand.Uint32())
+	l := lease(t, "a", name)
+	l.Lag = func() (int64, bool) { return 42, true }
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go l.Lead(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil }) //nolint:errcheck
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := client.CoordinationV1().Leases("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil && got.Annotations[leader.AnnotationLag] == "42" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lag on the Lease: %+v, %v", got.Annotations, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestLocalLetsOneLeadAtATimeAndCountsHandovers(t *testing.T) {
+	var handovers atomic.Int64
+	l := leader.NewLocal(&handovers)
+	var inside, most atomic.Int64
+	done := make(chan struct{})
+	for range 3 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			l.Lead(context.Background(), func(context.Context) error { //nolint:errcheck
+				n := inside.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(20 * time.Millisecond)
+				inside.Add(-1)
+				return nil
+			})
+		}()
+	}
+	for range 3 {
+		<-done
+	}
+	if most.Load() != 1 || handovers.Load() != 2 {
+		t.Fatalf("%d led at once, %d handovers; want 1 and 2", most.Load(), handovers.Load())
+	}
+}

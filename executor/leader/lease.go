@@ -1,0 +1,111 @@
+package leader
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// AnnotationLag is the Lease annotation where a leader reports its consumer
+// lag for the operator's status.
+const AnnotationLag = "docexec.io/lag"
+
+// Lease is an Elector on a Kubernetes coordination.k8s.io Lease.
+type Lease struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Name      string
+	// Identity names this executor in the Lease (the pod's name).
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod are client-go's timings.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// Lag, when set, is reported on the Lease every RetryPeriod while leading.
+	Lag func() (int64, bool)
+	Log *slog.Logger
+}
+
+// Lead implements Elector.
+func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (bool, error) {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name},
+		Client:     l.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: l.Identity},
+	}
+	// The election runs on its own context: SIGTERM (ctx) must first stop
+	// the work, and only then release the Lease.
+	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElection()
+	leading := make(chan context.Context, 1)
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: lock, Name: l.Name, ReleaseOnCancel: true,
+		LeaseDuration: l.LeaseDuration, RenewDeadline: l.RenewDeadline, RetryPeriod: l.RetryPeriod,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(term context.Context) { leading <- term },
+			OnStoppedLeading: func() {},
+		},
+	})
+	if err != nil {
+		return false, fmt.Errorf("leader: lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	elected := make(chan struct{})
+	go func() { defer close(elected); elector.Run(electCtx) }()
+	defer func() { stopElection(); <-elected }() // releases the Lease
+
+	var term context.Context
+	select {
+	case <-ctx.Done():
+		return false, nil
+	case <-elected:
+		return false, fmt.Errorf("leader: lease %s/%s: the election ended", l.Namespace, l.Name)
+	case term = <-leading:
+	}
+	l.Log.Info("Became the partition's leader", "lease", l.Name, "identity", l.Identity)
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	stopOnLoss := context.AfterFunc(term, stopWork)
+	defer stopOnLoss()
+	reported := make(chan struct{})
+	go func() { defer close(reported); l.reportLag(workCtx) }()
+	err = work(workCtx)
+	stopWork()
+	<-reported
+	if term.Err() != nil && ctx.Err() == nil {
+		l.Log.Warn("Lost the partition's leadership", "lease", l.Name, "identity", l.Identity)
+	}
+	return true, err
+}
+
+// reportLag writes the leader's lag on the Lease until ctx ends.
+func (l *Lease) reportLag(ctx context.Context) {
+	if l.Lag == nil {
+		return
+	}
+	t := time.NewTicker(l.RetryPeriod)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lag, ok := l.Lag()
+		if !ok || lag == last {
+			continue
+		}
+		patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, AnnotationLag, strconv.FormatInt(lag, 10))
+		if _, err := l.Client.CoordinationV1().Leases(l.Namespace).Patch(ctx, l.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			l.Log.Warn("Could not report the lag on the Lease", "lease", l.Name, "err", err)
+			continue
+		}
+		last = lag
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/docexec/docexec/executor"
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/state"
@@ -64,7 +65,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.output, "output", "", "where every emitted state goes as a JSON line, a file or - for stdout")
 	fs.StringVar(&o.deadLetter, "dead-letter", "", "file for bad input lines, one JSON line each with the reason")
 	fs.IntVar(&o.partitions, "partitions", 4, "partitions of the input topic, one executor each")
-	fs.IntVar(&o.replicas, "replicas", 1, "executors per partition (only 1 so far)")
+	fs.IntVar(&o.replicas, "replicas", 1, "executors per partition: one leads, the others stand by (1-9)")
 	fs.StringVar(&o.kafka, "kafka", "", "comma-separated brokers of a real Kafka instead of the embedded one")
 	fs.StringVar(&o.redis, "redis", "", "address of a real Redis instead of the embedded one")
 	fs.StringVar(&o.postgres, "postgres", "", "DSN of a real PostgreSQL instead of SQLite")
@@ -84,8 +85,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.partitions < 1:
 		return o, errors.New("--partitions: must be 1 or more")
-	case o.replicas != 1:
-		return o, errors.New("--replicas: only 1 is supported so far")
+	case o.replicas < 1 || o.replicas > 9:
+		return o, errors.New("--replicas: must be 1 to 9")
 	case o.batchSize < 1:
 		return o, errors.New("--batch-size: must be positive")
 	case o.listen != "" && o.kafka != "":
@@ -185,14 +186,20 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 	executors, failed := errgroup.WithContext(ctx)
 	execCtx, stopExecutors := context.WithCancel(failed)
 	defer func() { stopExecutors(); executors.Wait() }() //nolint:errcheck // an early return has its own error
+	var handovers atomic.Int64
 	for p := range partitions {
 		parts[p] = m.Partition(pool, p)
-		exec := pipeline.New(pipeline.Options{
-			Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
-			Group: "docexec-" + pool, BatchSize: o.batchSize,
-		}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log,
-			State: state.New(redis, state.Options{Pool: pool, Partition: p})})
-		executors.Go(func() error { return exec.Run(execCtx) })
+		// The partition's replicas share a lock: one leads, the others
+		// stand by, as pods do with the partition's Lease.
+		lock := leader.NewLocal(&handovers)
+		for range o.replicas {
+			exec := pipeline.New(pipeline.Options{
+				Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
+				Group: "docexec-" + pool, BatchSize: o.batchSize,
+			}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log,
+				State: state.New(redis, state.Options{Pool: pool, Partition: p})})
+			executors.Go(func() error { return executor.Lead(execCtx, exec, lock, 100*time.Millisecond, log) })
+		}
 	}
 	log.Info("Local pipeline started", "partitions", partitions, "brokers", kcfg.Brokers)
 	progress := newProgress(stderr, func() string {
@@ -245,8 +252,8 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		read = final.in
 	}
 	elapsed := time.Since(started)
-	fmt.Fprintf(stderr, "docexec local: read %d, emitted %d, unchanged %d, dead-lettered %d in %s (%.0f docs/s)\n",
-		read, final.emitted, final.unchanged, final.deadLettered, elapsed.Round(time.Millisecond), float64(final.in)/elapsed.Seconds())
+	fmt.Fprintf(stderr, "docexec local: read %d, emitted %d, unchanged %d, dead-lettered %d, handovers %d in %s (%.0f docs/s)\n",
+		read, final.emitted, final.unchanged, final.deadLettered, handovers.Load(), elapsed.Round(time.Millisecond), float64(final.in)/elapsed.Seconds())
 	return nil
 }
 

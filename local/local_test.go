@@ -110,7 +110,7 @@ func TestLocalModeMatchesTheOracle(t *testing.T) {
 	}
 	output, dead := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "dead.jsonl")
 	var stderr bytes.Buffer
-	code := local.Main(context.Background(), []string{"--input", input, "--output", output, "--dead-letter", dead, "--partitions", "3", "--batch-size", "100"},
+	code := local.Main(context.Background(), []string{"--input", input, "--output", output, "--dead-letter", dead, "--partitions", "3", "--batch-size", "100", "--replicas", "2"},
 		nil, nil, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -146,7 +146,7 @@ func TestLocalModeMatchesTheOracle(t *testing.T) {
 }
 
 func TestBadFlagsExitTwo(t *testing.T) {
-	for _, args := range [][]string{{"--partitions", "0"}, {"--replicas", "2"}, {"extra"}, {"--nope"}} {
+	for _, args := range [][]string{{"--partitions", "0"}, {"--replicas", "10"}, {"extra"}, {"--nope"}} {
 		var stderr bytes.Buffer
 		if code := local.Main(context.Background(), args, nil, nil, &stderr); code != 2 || stderr.Len() == 0 {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, code, stderr.String())

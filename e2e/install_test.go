@@ -95,13 +95,20 @@ func (c *cluster) eventually(what string, check func() bool) {
 	}
 }
 
+// buildDocexec builds the docexec binary for t.
+func buildDocexec(t *testing.T) string {
+	t.Helper()
+	docexec := filepath.Join(t.TempDir(), "docexec")
+	if out, err := exec.Command("go", "build", "-o", docexec, "..").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return docexec
+}
+
 // startOperator runs `docexec manager` against the cluster until t ends.
 func (c *cluster) startOperator() {
 	c.t.Helper()
-	docexec := filepath.Join(c.t.TempDir(), "docexec")
-	if out, err := exec.Command("go", "build", "-o", docexec, "..").CombinedOutput(); err != nil {
-		c.t.Fatalf("go build: %v\n%s", err, out)
-	}
+	docexec := buildDocexec(c.t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, docexec, "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig)

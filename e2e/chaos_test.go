@@ -1,0 +1,309 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	stdjson "encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/docexec/docexec/executor/codec"
+	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+// fleet is one partition served by executor processes electing a leader on
+// a Lease of the test API server, with real Redis and PostgreSQL and kfake.
+type fleet struct {
+	c       *cluster
+	bin     string
+	kube    kubernetes.Interface
+	brokers []string
+	redis   string
+	dsn     string
+	pool    string
+	mu      sync.Mutex
+	procs   map[string]*exec.Cmd
+	logs    map[string]*bytes.Buffer
+	next    int
+	inputs  [][]byte
+}
+
+func newFleet(t *testing.T, dsn string) *fleet {
+	c := newCluster(t)
+	f := &fleet{c: c, bin: buildDocexec(t), brokers: testenv.Kafka(t, 1, "in", "out", "dlq"), redis: testenv.RedisAddr(t),
+		dsn: dsn, pool: fmt.Sprintf("chaos%x", rand.Uint32()), procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
+	rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.kube = kubernetes.NewForConfigOrDie(rc)
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: f.pool + "-p0", Namespace: "default"}}
+	if _, err := f.kube.CoordinationV1().Leases("default").Create(context.Background(), lease, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, p := range f.procs {
+			p.Process.Kill() //nolint:errcheck
+			p.Wait()         //nolint:errcheck
+		}
+		if t.Failed() {
+			for name, log := range f.logs {
+				t.Logf("%s:\n%s", name, log.String())
+			}
+		}
+	})
+	return f
+}
+
+// start runs one more executor replica, like a new pod.
+func (f *fleet) start() string {
+	f.c.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.next++
+	name := fmt.Sprintf("executor-%d", f.next)
+	cmd := exec.Command(f.bin, "executor", "--pool", f.pool, "--partition", "0", "--kafka.brokers", strings.Join(f.brokers, ","),
+		"--kafka.inputTopic", "in", "--kafka.outputTopic", "out", "--kafka.deadLetterTopic", "dlq", "--redis.addresses", f.redis,
+		"--listen", "127.0.0.1:0", "--batch.size", "100", "--sync.interval", "200ms", "--logFormat", "text",
+		"--leader.lease", f.pool+"-p0", "--leader.namespace", "default", "--leader.identity", name,
+		"--leader.leaseDuration", "2s", "--leader.renewDeadline", "1s", "--leader.retryPeriod", "200ms")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+f.c.kubeconfig, "DOCEXEC_POSTGRES_DSN="+f.dsn)
+	f.logs[name] = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = f.logs[name], f.logs[name]
+	if err := cmd.Start(); err != nil {
+		f.c.t.Fatal(err)
+	}
+	f.procs[name] = cmd
+	return name
+}
+
+// leader waits for the Lease's holder and returns it.
+func (f *fleet) leader(not string) string {
+	var holder string
+	f.c.eventually("a leader other than "+not, func() bool {
+		l, err := f.kube.CoordinationV1().Leases("default").Get(context.Background(), f.pool+"-p0", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || *l.Spec.HolderIdentity == not {
+			return false
+		}
+		holder = *l.Spec.HolderIdentity
+		return true
+	})
+	return holder
+}
+
+func (f *fleet) signal(name string, sig syscall.Signal) {
+	f.mu.Lock()
+	p := f.procs[name]
+	f.mu.Unlock()
+	if err := p.Process.Signal(sig); err != nil {
+		f.c.t.Fatal(err)
+	}
+	if sig == syscall.SIGKILL {
+		p.Wait() //nolint:errcheck
+		f.mu.Lock()
+		delete(f.procs, name) // its log stays in f.logs
+		f.mu.Unlock()
+	}
+}
+
+// produce sends n updates of 40 urls, out of order and duplicated.
+func (f *fleet) produce(n int, seed uint64) {
+	f.c.t.Helper()
+	p, err := kafka.NewProducer(kafka.Config{Brokers: f.brokers})
+	if err != nil {
+		f.c.t.Fatal(err)
+	}
+	defer p.Close()
+	r := rand.New(rand.NewPCG(seed, seed))
+	var msgs []kafka.Message
+	for range n {
+		fetch := r.Uint64N(100000)
+		v := fmt.Appendf(nil, `{"url":"https://u%d.example/","pubDate":%d,"fetchTime":%d,"text":"v%d"}`, r.IntN(40), r.Uint64N(9), fetch, fetch)
+		msgs = append(msgs, kafka.Message{Topic: "in", Value: v})
+		f.inputs = append(f.inputs, v)
+	}
+	if err := p.Send(msgs); err != nil {
+		f.c.t.Fatal(err)
+	}
+}
+
+// check waits until every input is committed, stops the fleet and checks
+// the guarantees against an oracle of all inputs.
+func (f *fleet) check() {
+	t := f.c.t
+	t.Helper()
+	client, err := kafka.Connect(kafka.Config{Brokers: f.brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	f.c.eventually("every input is committed", func() bool {
+		off, _, err := client.Committed("docexec-"+f.pool, "in", 0)
+		return err == nil && off == int64(len(f.inputs))
+	})
+	f.mu.Lock()
+	names := make([]string, 0, len(f.procs))
+	for name := range f.procs {
+		names = append(names, name)
+	}
+	f.mu.Unlock()
+	for _, name := range names {
+		f.signal(name, syscall.SIGTERM)
+		f.mu.Lock()
+		p := f.procs[name]
+		f.mu.Unlock()
+		if err := p.Wait(); err != nil {
+			t.Fatalf("%s exited with %v after SIGTERM", name, err)
+		}
+	}
+
+	json, _ := codec.New("json")
+	final := map[string]document.Document{}
+	for _, v := range f.inputs {
+		u, _ := json.Decode(v)
+		cur, found := final[u.URL]
+		final[u.URL], _ = document.Apply(cur, found, u)
+	}
+	// PostgreSQL holds the oracle's states.
+	st, err := store.OpenPostgres(context.Background(), f.dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	urls := make([]string, 0, len(final))
+	for u := range final {
+		urls = append(urls, u)
+	}
+	stored, err := st.Load(context.Background(), urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, want := range final {
+		if stored[u] != want {
+			t.Fatalf("PostgreSQL has %+v for %s, want %+v", stored[u], u, want)
+		}
+	}
+	// Emissions never go backwards and end at the oracle's state.
+	r, err := client.Read("out", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	end, _ := client.Offset("out", 0, kafka.Latest)
+	last := map[string]document.Document{}
+	for done := false; !done; {
+		select {
+		case m := <-r.Messages():
+			var s struct{ FirstFetchTime uint64 }
+			d, err := json.Decode(m.Value)
+			if err != nil {
+				t.Fatalf("output %q: %v", m.Value, err)
+			}
+			if err := stdjson.Unmarshal(m.Value, &s); err != nil {
+				t.Fatal(err)
+			}
+			d.FirstFetchTime = s.FirstFetchTime
+			if prev, ok := last[d.URL]; ok && document.Merge(prev, d) != d {
+				t.Fatalf("%s went backwards: %+v after %+v", d.URL, d, prev)
+			}
+			last[d.URL] = d
+			done = m.Offset >= end-2
+		case <-time.After(2 * time.Second):
+			done = true
+		}
+	}
+	for u, want := range final {
+		if last[u] != want {
+			t.Fatalf("last emission of %s is %+v, want %+v", u, last[u], want)
+		}
+	}
+	// Nothing is committed that Redis has not applied.
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{f.redis}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	applied, err := rc.Do(context.Background(), rc.B().Hget().Key(fmt.Sprintf("dx:{%s/0}:meta", f.pool)).Field("applied").Build()).AsInt64()
+	committed, _, _ := client.Committed("docexec-"+f.pool, "in", 0)
+	if err != nil || committed > applied {
+		t.Fatalf("committed %d, applied %d (%v)", committed, applied, err)
+	}
+}
+
+func TestChaosKillingTheLeaderThreeTimesLosesNothing(t *testing.T) {
+	f := newFleet(t, testenv.Postgres(t))
+	f.start()
+	f.start()
+	leader := f.leader("")
+	for round := range 3 {
+		f.produce(2000, uint64(round+1))
+		time.Sleep(300 * time.Millisecond) // mid-stream
+		f.signal(leader, syscall.SIGKILL)
+		f.start() // the Deployment replaces the pod
+		leader = f.leader(leader)
+	}
+	f.produce(2000, 9)
+	f.check()
+}
+
+func TestChaosAPausedLeaderCannotWriteWhenItWakes(t *testing.T) {
+	f := newFleet(t, testenv.Postgres(t))
+	f.start()
+	f.start()
+	old := f.leader("")
+	f.produce(2000, 1)
+	time.Sleep(300 * time.Millisecond)
+	f.signal(old, syscall.SIGSTOP)
+	f.leader(old) // a standby took over past the lease
+	f.produce(2000, 2)
+	time.Sleep(time.Second)
+	f.signal(old, syscall.SIGCONT) // the old leader wakes mid-batch: fenced
+	f.produce(2000, 3)
+	f.check()
+}
+
+func TestChaosWipingRedisMidStreamLosesNothing(t *testing.T) {
+	f := newFleet(t, testenv.Postgres(t))
+	f.start()
+	f.start()
+	f.leader("")
+	f.produce(3000, 1)
+	time.Sleep(300 * time.Millisecond)
+	testenv.WipePool(t, testenv.Redis(t), f.pool) // as a Redis restart without persistence
+	f.produce(3000, 2)
+	f.check()
+}
+
+func TestChaosStoppingPostgreSQLMidStreamLosesNothing(t *testing.T) {
+	pg := testenv.OwnPostgres(t)
+	f := newFleet(t, pg.DSN)
+	f.start()
+	f.start()
+	f.leader("")
+	f.produce(2000, 1)
+	time.Sleep(300 * time.Millisecond)
+	pg.Stop(t)
+	f.produce(2000, 2)
+	time.Sleep(time.Second) // five sync intervals fail; processing goes on
+	pg.Start(t)
+	f.produce(2000, 3)
+	f.check()
+}

@@ -77,6 +77,10 @@ fuzz: ## Fuzz the decoders for a while (FUZZTIME, default 30s each).
 	$(GO) test -run '^$$' -fuzz FuzzDecodeProtobuf -fuzztime $${FUZZTIME:-30s} ./executor/codec/
 
 ##@ Benchmarks
+.PHONY: bench-failover
+bench-failover: k8s-binaries ## Measure the failover gap after SIGKILL and SIGTERM of a partition's leader (5 runs each).
+	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/with-services.sh $(GO) test -run '^$$' -bench Failover -benchtime 5x ./e2e/
+
 .PHONY: bench
 bench: build ## Measure executor throughput against its baselines (prints a table; see docs/benchmarks.md).
 	hack/with-services.sh $(GO) run ./hack/bench -docexec bin/docexec $(BENCH_FLAGS)

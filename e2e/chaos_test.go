@@ -44,7 +44,7 @@ type fleet struct {
 	inputs  [][]byte
 }
 
-func newFleet(t *testing.T, dsn string) *fleet {
+func newFleet(t testing.TB, dsn string) *fleet {
 	c := newCluster(t)
 	f := &fleet{c: c, bin: buildDocexec(t), brokers: testenv.Kafka(t, 1, "in", "out", "dlq"), redis: testenv.RedisAddr(t),
 		dsn: dsn, pool: fmt.Sprintf("chaos%x", rand.Uint32()), procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}

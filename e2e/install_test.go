@@ -22,12 +22,12 @@ import (
 // cluster is a fresh control plane (etcd + kube-apiserver) with an admin
 // kubeconfig, stopped when t ends.
 type cluster struct {
-	t          *testing.T
+	t          testing.TB
 	kubeconfig string
 	bin        string
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	if testing.Short() {
 		t.Skip("integration test: needs the test control plane")
 	}
@@ -96,7 +96,7 @@ func (c *cluster) eventually(what string, check func() bool) {
 }
 
 // buildDocexec builds the docexec binary for t.
-func buildDocexec(t *testing.T) string {
+func buildDocexec(t testing.TB) string {
 	t.Helper()
 	docexec := filepath.Join(t.TempDir(), "docexec")
 	if out, err := exec.Command("go", "build", "-o", docexec, "..").CombinedOutput(); err != nil {

@@ -23,7 +23,7 @@ type PostgresServer struct {
 }
 
 // OwnPostgres starts a private PostgreSQL server, stopped when t ends.
-func OwnPostgres(t *testing.T) *PostgresServer {
+func OwnPostgres(t testing.TB) *PostgresServer {
 	t.Helper()
 	need(t, "DOCEXEC_TEST_POSTGRES", "a PostgreSQL server") // the same packages make this one possible
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
@@ -67,7 +67,7 @@ func OwnPostgres(t *testing.T) *PostgresServer {
 }
 
 // Start starts the server (again).
-func (p *PostgresServer) Start(t *testing.T) {
+func (p *PostgresServer) Start(t testing.TB) {
 	t.Helper()
 	if out, err := p.pgctl("-l", p.dir+"/log", "-w", "start", "-o",
 		fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", p.port, p.dir)); err != nil {
@@ -76,7 +76,7 @@ func (p *PostgresServer) Start(t *testing.T) {
 }
 
 // Stop stops the server at once, as a crash would.
-func (p *PostgresServer) Stop(t *testing.T) {
+func (p *PostgresServer) Stop(t testing.TB) {
 	t.Helper()
 	if out, err := p.pgctl("-m", "immediate", "-w", "stop"); err != nil {
 		t.Fatalf("stop PostgreSQL: %v\n%s", err, out)
@@ -87,7 +87,7 @@ func (p *PostgresServer) pgctl(args ...string) ([]byte, error) {
 	return p.command("pg_ctl", append([]string{"-D", p.dir + "/data"}, args...)...).CombinedOutput()
 }
 
-func (p *PostgresServer) run(t *testing.T, tool string, args ...string) {
+func (p *PostgresServer) run(t testing.TB, tool string, args ...string) {
 	t.Helper()
 	if out, err := p.command(tool, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", tool, err, out)

@@ -278,6 +278,12 @@ func TestChaosAPausedLeaderCannotWriteWhenItWakes(t *testing.T) {
 	f.signal(old, syscall.SIGCONT) // the old leader wakes mid-batch: fenced
 	f.produce(2000, 3)
 	f.check()
+	f.mu.Lock()
+	log := f.logs[old].String()
+	f.mu.Unlock()
+	if !strings.Contains(log, "Lost the partition's leadership") && !strings.Contains(log, "Fenced by a newer leader") {
+		t.Fatalf("the woken leader never noticed it was replaced:\n%s", log)
+	}
 }
 
 func TestChaosWipingRedisMidStreamLosesNothing(t *testing.T) {

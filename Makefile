@@ -41,6 +41,7 @@ $(CONTROLLER_GEN):
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and the operator's RBAC from markers (and the chart's copy of the CRD).
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=config/crd/bases rbac:roleName=manager-role paths=./controllers/... output:rbac:dir=config/rbac
 	cp config/crd/bases/docexec.io_docexecutorpools.yaml charts/docexec/files/crds/
+	cp config/rbac/role.yaml charts/docexec/files/rbac/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy functions.

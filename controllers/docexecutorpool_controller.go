@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,6 +61,7 @@ type DocExecutorPoolReconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps;serviceaccounts;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -140,10 +142,11 @@ func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexe
 type observed struct {
 	deployments map[int32]*appsv1.Deployment
 	leases      map[int32]*coordinationv1.Lease
+	pods        map[int32][]*corev1.Pod
 }
 
 func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1.DocExecutorPool) (observed, error) {
-	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{}}
+	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{}, pods: map[int32][]*corev1.Pod{}}
 	sel := client.MatchingLabels{LabelPool: pool.Name}
 	var deps appsv1.DeploymentList
 	if err := r.List(ctx, &deps, client.InNamespace(pool.Namespace), sel); err != nil {
@@ -161,6 +164,15 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 	for i := range leases.Items {
 		if p, ok := partitionOf(&leases.Items[i]); ok && metav1.IsControlledBy(&leases.Items[i], pool) {
 			o.leases[p] = &leases.Items[i]
+		}
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), sel); err != nil {
+		return o, fmt.Errorf("list Pods of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	for i := range pods.Items {
+		if p, ok := partitionOf(&pods.Items[i]); ok {
+			o.pods[p] = append(o.pods[p], &pods.Items[i])
 		}
 	}
 	return o, nil
@@ -204,6 +216,9 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 			}
 		}
 	}
+	if err := r.markLeaders(ctx, o); err != nil {
+		return err
+	}
 	// Partitions no longer wanted go, with their budget and Lease.
 	for p, dep := range o.deployments {
 		if p < partitions {
@@ -221,6 +236,36 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 		if p >= partitions {
 			if err := r.Delete(ctx, l); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("delete Lease of partition %d of DocExecutorPool %s: %w", p, pool.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// markLeaders gives each partition's leader pod a high deletion cost, so
+// that a rollout or scale-down removes the standbys first and hands the
+// Lease over once, at the end.
+func (r *DocExecutorPoolReconciler) markLeaders(ctx context.Context, o observed) error {
+	for p, pods := range o.pods {
+		holder := ""
+		if l, ok := o.leases[p]; ok && l.Spec.HolderIdentity != nil {
+			holder = *l.Spec.HolderIdentity
+		}
+		for _, pod := range pods {
+			want := ""
+			if pod.Name == holder {
+				want = leaderDeletionCost
+			}
+			if pod.Annotations[AnnotationDeletionCost] == want {
+				continue
+			}
+			value := "null"
+			if want != "" {
+				value = strconv.Quote(want)
+			}
+			patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%s}}}`, AnnotationDeletionCost, value))
+			if err := r.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("mark the leader of partition %d: %w", p, err)
 			}
 		}
 	}

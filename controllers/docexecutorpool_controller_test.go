@@ -515,3 +515,39 @@ func TestTheSchemaFillsInDefaults(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", s)
 	}
 }
+
+func TestTheLeaderPodIsMarkedToBeRemovedLast(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("ranked", nil)
+	e.reconcile(p)
+	labels := e.deployments("ranked")["ranked-p0"].Spec.Template.Labels
+	for _, name := range []string{"ranked-p0-a", "ranked-p0-b"} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns, Labels: labels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "executor", Image: "docexec:test"}}}}
+		if err := k8s.Create(context.Background(), pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cost := func(name string) string {
+		var pod corev1.Pod
+		e.mustGet(&pod, name)
+		return pod.Annotations[controllers.AnnotationDeletionCost]
+	}
+	lead := func(holder string) {
+		var l coordinationv1.Lease
+		e.mustGet(&l, "ranked-p0")
+		l.Spec.HolderIdentity = ptr.To(holder)
+		if err := k8s.Update(context.Background(), &l); err != nil {
+			t.Fatal(err)
+		}
+		e.reconcile(p)
+	}
+	lead("ranked-p0-a")
+	if cost("ranked-p0-a") == "" || cost("ranked-p0-b") != "" {
+		t.Fatalf("costs a=%q b=%q, want only the leader a marked", cost("ranked-p0-a"), cost("ranked-p0-b"))
+	}
+	lead("ranked-p0-b")
+	if cost("ranked-p0-a") != "" || cost("ranked-p0-b") == "" {
+		t.Fatalf("after the handover costs a=%q b=%q, want only b marked", cost("ranked-p0-a"), cost("ranked-p0-b"))
+	}
+}

@@ -33,12 +33,17 @@ const (
 	// AnnotationLag is where a partition's leader reports its consumer lag
 	// on the partition's Lease.
 	AnnotationLag = leader.AnnotationLag
+	// AnnotationDeletionCost ranks pods for removal by their ReplicaSet
+	// (lowest first); the operator sets it on each partition's leader.
+	AnnotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
+	leaderDeletionCost     = "1000"
 
-	configFile        = "/etc/docexec/config.yaml"
-	tlsDir            = "/etc/docexec/kafka-tls"
-	metricsPort       = 8080
-	managedBy         = "docexec-operator"
-	appName           = "docexec-executor"
+	configFile  = "/etc/docexec/config.yaml"
+	tlsDir      = "/etc/docexec/kafka-tls"
+	metricsPort = 8080
+	managedBy   = "docexec-operator"
+	// ExecutorAppName is the app.kubernetes.io/name of executor pods.
+	ExecutorAppName   = "docexec-executor"
 	extraGraceSeconds = 10
 )
 
@@ -53,7 +58,7 @@ func metricsServiceName(pool string) string         { return pool + "-metrics" }
 
 func poolLabels(pool string) map[string]string {
 	return map[string]string{
-		"app.kubernetes.io/name":       appName,
+		"app.kubernetes.io/name":       ExecutorAppName,
 		"app.kubernetes.io/instance":   pool,
 		"app.kubernetes.io/managed-by": managedBy,
 		LabelPool:                      pool,

@@ -22,10 +22,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 )
@@ -82,20 +86,22 @@ func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	status := buildStatus(&pool, want, observed)
-	if !equality.Semantic.DeepEqual(pool.Status, status) {
-		pool.Status = status
-		if err := r.Status().Update(ctx, &pool); err != nil {
-			return ctrl.Result{}, fmt.Errorf("update status of DocExecutorPool %s: %w", req.NamespacedName, err)
-		}
+	wanted, err := r.plan(&pool, max(want.count, 0))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	status := buildStatus(&pool, want, observed, wanted.deploymentHashes())
+	if err := r.writeStatus(ctx, &pool, status); err != nil {
+		return ctrl.Result{}, err
 	}
 
-	if want.count >= 0 {
-		if err := r.act(ctx, &pool, want.count, observed); err != nil {
-			return ctrl.Result{}, err
-		}
-	} else {
+	if want.count < 0 {
 		logger.Info("Left DocExecutorPool as it is: its partition count is unknown", "err", want.err)
+	} else if err := r.act(ctx, &pool, wanted, observed); err != nil {
+		// Say so where users look, then retry with backoff.
+		failed := pool.Status.DeepCopy()
+		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())
+		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, &pool, *failed))
 	}
 	if pool.Spec.Partitions == nil {
 		return ctrl.Result{RequeueAfter: r.resync()}, nil
@@ -123,7 +129,9 @@ func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexe
 	n, err := r.Topics.TopicPartitions(ctx, pool)
 	if err != nil {
 		w.err = err
-		r.Recorder.Eventf(pool, corev1.EventTypeWarning, "KafkaUnreachable", "Reading the partitions of topic %s failed: %v", pool.Spec.Kafka.InputTopic, err)
+		if pool.Spec.Partitions == nil { // only then does the pool depend on it
+			r.Recorder.Eventf(pool, corev1.EventTypeWarning, "KafkaUnreachable", "Reading the partitions of topic %s failed: %v", pool.Spec.Kafka.InputTopic, err)
+		}
 	} else {
 		w.topic = &n
 	}
@@ -136,6 +144,54 @@ func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexe
 		w.count = pool.Status.Partitions // keep running what runs
 	}
 	return w
+}
+
+// writeStatus writes status unless the pool has it already.
+func (r *DocExecutorPoolReconciler) writeStatus(ctx context.Context, pool *docexecv1.DocExecutorPool, status docexecv1.DocExecutorPoolStatus) error {
+	if equality.Semantic.DeepEqual(pool.Status, status) {
+		return nil
+	}
+	pool.Status = status
+	if err := r.Status().Update(ctx, pool); err != nil {
+		return fmt.Errorf("update status of DocExecutorPool %s/%s: %w", pool.Namespace, pool.Name, err)
+	}
+	return nil
+}
+
+// plan is what the operator wants to exist for a pool.
+type plan struct {
+	// shared are the pool's objects: configuration, RBAC, Service.
+	shared      []client.Object
+	deployments []*appsv1.Deployment // one per partition, in order
+	budgets     []client.Object
+}
+
+func (r *DocExecutorPoolReconciler) plan(pool *docexecv1.DocExecutorPool, partitions int32) (plan, error) {
+	cfg, err := executorConfig(pool)
+	if err != nil {
+		return plan{}, fmt.Errorf("render executor config of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	cm := configMap(pool, cfg)
+	image := pool.Spec.Image
+	if image == "" {
+		image = r.DefaultImage
+	}
+	pl := plan{shared: []client.Object{cm, serviceAccount(pool), role(pool, partitions), roleBinding(pool), metricsService(pool)}}
+	for p := range partitions {
+		pl.deployments = append(pl.deployments, deployment(pool, p, image, specHash(cm.Data)))
+		pl.budgets = append(pl.budgets, podDisruptionBudget(pool, p))
+	}
+	return pl, nil
+}
+
+// deploymentHashes is what each partition's Deployment carries once it is
+// up to date.
+func (pl plan) deploymentHashes() []string {
+	out := make([]string, len(pl.deployments))
+	for i, d := range pl.deployments {
+		out[i] = specHash(d)
+	}
+	return out
 }
 
 // observed is what exists of a pool.
@@ -184,30 +240,21 @@ func partitionOf(obj client.Object) (int32, bool) {
 }
 
 // act makes the pool's objects match the spec.
-func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.DocExecutorPool, partitions int32, o observed) error {
-	cfg, err := executorConfig(pool)
-	if err != nil {
-		return fmt.Errorf("render executor config of DocExecutorPool %s: %w", pool.Name, err)
-	}
-	cm := configMap(pool, cfg)
-	for _, obj := range []client.Object{cm, serviceAccount(pool), role(pool, partitions), roleBinding(pool), metricsService(pool)} {
+func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.DocExecutorPool, pl plan, o observed) error {
+	for _, obj := range pl.shared {
 		if err := r.ensure(ctx, pool, obj); err != nil {
 			return err
 		}
 	}
-	image := pool.Spec.Image
-	if image == "" {
-		image = r.DefaultImage
-	}
-	cfgHash := specHash(cm.Data)
-	for p := range partitions {
-		if err := r.ensure(ctx, pool, deployment(pool, p, image, cfgHash)); err != nil {
+	for i, dep := range pl.deployments {
+		p := int32(i)
+		if err := r.ensure(ctx, pool, dep); err != nil {
 			return err
 		}
 		if _, ok := o.deployments[p]; !ok {
 			r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionAdded", "Added partition %d", p)
 		}
-		if err := r.ensure(ctx, pool, podDisruptionBudget(pool, p)); err != nil {
+		if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
 			return err
 		}
 		if _, ok := o.leases[p]; !ok {
@@ -216,6 +263,7 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 			}
 		}
 	}
+	partitions := int32(len(pl.deployments))
 	if err := r.markLeaders(ctx, o); err != nil {
 		return err
 	}
@@ -312,6 +360,17 @@ func (r *DocExecutorPoolReconciler) create(ctx context.Context, pool *docexecv1.
 	return nil
 }
 
+// leaseNews passes Lease updates that change its holder or reported lag.
+var leaseNews = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	before, ok1 := e.ObjectOld.(*coordinationv1.Lease)
+	after, ok2 := e.ObjectNew.(*coordinationv1.Lease)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return ptr.Deref(before.Spec.HolderIdentity, "") != ptr.Deref(after.Spec.HolderIdentity, "") ||
+		before.Annotations[AnnotationLag] != after.Annotations[AnnotationLag]
+}}
+
 // SetupWithManager registers the reconciler, watching the pool and what it
 // owns.
 func (r *DocExecutorPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -322,7 +381,9 @@ func (r *DocExecutorPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&docexecv1.DocExecutorPool{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
-		Owns(&coordinationv1.Lease{}).
+		// Leaders renew their Lease every second: only a new holder or
+		// lag is news.
+		Owns(&coordinationv1.Lease{}, builder.WithPredicates(leaseNews)).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}).

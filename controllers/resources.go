@@ -213,7 +213,8 @@ func deployment(p *docexecv1.DocExecutorPool, partition int32, image, cfgHash st
 	if p.Spec.Paused {
 		replicas = 0
 	}
-	grace := int64(time.Duration(duration(p.Spec.Failover.ShutdownTimeout))/time.Second) + extraGraceSeconds
+	// Long enough for the last batch and sync, then the Lease release.
+	grace := int64((time.Duration(duration(p.Spec.Failover.ShutdownTimeout))+time.Duration(duration(p.Spec.Failover.RenewDeadline)))/time.Second) + extraGraceSeconds
 	affinity := p.Spec.Pod.Affinity
 	if affinity == nil {
 		affinity = spreadAcrossNodes(labels)

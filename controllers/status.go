@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -19,7 +20,7 @@ const (
 
 // buildStatus rebuilds a pool's status from what exists, never from the
 // status it had (only conditions' transition times carry over).
-func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed) docexecv1.DocExecutorPoolStatus {
+func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashes []string) docexecv1.DocExecutorPoolStatus {
 	st := docexecv1.DocExecutorPoolStatus{
 		ObservedGeneration: pool.Generation,
 		TopicPartitions:    want.topic,
@@ -42,13 +43,10 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed) docex
 			ps.ReadyReplicas = dep.Status.ReadyReplicas
 			st.Replicas += dep.Status.Replicas
 			st.ReadyReplicas += dep.Status.ReadyReplicas
-			if dep.Status.ObservedGeneration < dep.Generation || dep.Status.UpdatedReplicas < replicas ||
+			if dep.Annotations[AnnotationHash] != hashes[p] || dep.Status.ObservedGeneration < dep.Generation || dep.Status.UpdatedReplicas < replicas ||
 				dep.Status.Replicas != replicas || (dep.Spec.Replicas != nil && *dep.Spec.Replicas != replicas) {
 				progressing = append(progressing, fmt.Sprintf("partition %d is rolling out", p))
 			}
-		}
-		if ps.ReadyReplicas > 0 {
-			st.ReadyPartitions++
 		}
 		if l, ok := o.leases[p]; ok {
 			if l.Spec.HolderIdentity != nil {
@@ -58,28 +56,33 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed) docex
 				ps.Lag = &lag
 			}
 		}
+		// A partition is served when a ready pod leads it.
+		if ps.ReadyReplicas > 0 && ps.Leader != "" {
+			st.ReadyPartitions++
+		}
 		st.PartitionStatuses = append(st.PartitionStatuses, ps)
 	}
+	var removed []int32
 	for p := range o.deployments {
 		if p >= count && want.count >= 0 {
-			progressing = append(progressing, fmt.Sprintf("partition %d is being removed", p))
+			removed = append(removed, p)
 		}
+	}
+	slices.Sort(removed)
+	for _, p := range removed {
+		progressing = append(progressing, fmt.Sprintf("partition %d is being removed", p))
 	}
 
 	set := func(typ string, ok bool, reason, msg string) {
-		status := metav1.ConditionFalse
-		if ok {
-			status = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: pool.Generation})
+		setCondition(&st, pool.Generation, typ, ok, reason, msg)
 	}
 	switch {
 	case pool.Spec.Paused:
 		set(ConditionReady, false, "Paused", "The pool is paused: every partition runs zero pods")
 	case count > 0 && st.ReadyPartitions == count:
-		set(ConditionReady, true, "AllPartitionsReady", fmt.Sprintf("All %d partitions have a ready executor", count))
+		set(ConditionReady, true, "AllPartitionsReady", fmt.Sprintf("All %d partitions have a ready leader", count))
 	default:
-		set(ConditionReady, false, "PartitionsNotReady", fmt.Sprintf("%d of %d partitions have a ready executor", st.ReadyPartitions, count))
+		set(ConditionReady, false, "PartitionsNotReady", fmt.Sprintf("%d of %d partitions have a ready leader", st.ReadyPartitions, count))
 	}
 	if len(progressing) > 0 {
 		set(ConditionProgressing, true, "RollingOut", progressing[0])
@@ -95,4 +98,14 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed) docex
 		set(ConditionDegraded, false, "AsExpected", "Every partition of the topic is covered")
 	}
 	return st
+}
+
+// setCondition sets one condition, stamped with the generation it describes
+// (its transition time moves only when its status does).
+func setCondition(st *docexecv1.DocExecutorPoolStatus, generation int64, typ string, ok bool, reason, msg string) {
+	status := metav1.ConditionFalse
+	if ok {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: generation})
 }

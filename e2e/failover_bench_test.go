@@ -43,7 +43,10 @@ func benchFailover(b *testing.B, sig syscall.Signal) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			f.produce(50, uint64(time.Now().UnixNano()))
+			if err := f.tryProduce(50, uint64(time.Now().UnixNano())); err != nil {
+				b.Error(err) // Error, unlike Fatal, may be called from any goroutine
+				return
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()

@@ -172,7 +172,9 @@ func TestHelmInstallsTheChart(t *testing.T) {
 	}
 	c.run("helm", "install", "docexec", "charts/docexec", "--namespace", "docexec", "--create-namespace")
 	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
-	c.run("kubectl", "get", "-n", "docexec", "deployment", "-l", "app.kubernetes.io/instance=docexec")
+	if out := c.run("kubectl", "get", "-n", "docexec", "deployment", "-l", "app.kubernetes.io/instance=docexec", "-o", "name"); !strings.Contains(out, "deployment.apps/docexec-operator") {
+		t.Fatalf("the chart installed no operator Deployment: %q", out)
+	}
 	c.run("kubectl", "create", "namespace", "demo")
 	c.run("kubectl", "apply", "-n", "demo", "-k", "config/samples")
 	c.run("kubectl", "get", "dxp", "-n", "demo", "docs")

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/config"
@@ -56,6 +57,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		return ExitUsage
 	}
 	log := NewLogger(stderr, cfg.LogFormat)
+	klog.SetSlogLogger(log) // client-go's election logs, in the same format
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("Executor stopped", "err", err)
 		return ExitFailed

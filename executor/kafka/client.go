@@ -25,6 +25,9 @@ func Connect(cfg Config) (*Client, error) {
 	// aborted.
 	sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	sc.Consumer.Return.Errors = true
+	// Asking about a topic must never create it (a typo would become a
+	// one-partition topic).
+	sc.Metadata.AllowAutoTopicCreation = false
 	sc.ChannelBufferSize = 1024
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {

@@ -44,6 +44,9 @@ func (l *Local) Lead(ctx context.Context, work func(context.Context) error) (boo
 		return false, nil
 	}
 	defer func() { <-l.held }()
+	if ctx.Err() != nil { // stopping and the lock came together
+		return false, nil
+	}
 	if l.terms.Add(1) > 1 && l.handovers != nil {
 		l.handovers.Add(1)
 	}

@@ -16,6 +16,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/docexec/docexec/executor/leader"
@@ -153,5 +154,46 @@ func TestLocalLetsOneLeadAtATimeAndCountsHandovers(t *testing.T) {
 	}
 	if most.Load() != 1 || handovers.Load() != 2 {
 		t.Fatalf("%d led at once, %d handovers; want 1 and 2", most.Load(), handovers.Load())
+	}
+}
+
+func TestALeaderThatLostItsLeaseStopsAndLeavesTheNewHolderAlone(t *testing.T) {
+	name := fmt.Sprintf("p%x", rand.Uint32())
+	a := lease(t, "a", name)
+	leading := make(chan struct{})
+	workEnded := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Lead(context.Background(), func(ctx context.Context) error {
+			close(leading)
+			<-ctx.Done() // the lost Lease ends the work
+			close(workEnded)
+			return nil
+		})
+		done <- err
+	}()
+	<-leading
+	// Another executor takes the Lease (as after a partition of the network).
+	ctx := context.Background()
+	l, err := client.CoordinationV1().Leases("default").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Spec.HolderIdentity = ptr.To("b")
+	l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(time.Hour)}
+	if _, err := client.CoordinationV1().Leases("default").Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-workEnded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the work went on after the Lease was lost")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.CoordinationV1().Leases("default").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || ptr.Deref(got.Spec.HolderIdentity, "") != "b" {
+		t.Fatalf("holder %v after the old leader stopped, want b untouched (%v)", got.Spec.HolderIdentity, err)
 	}
 }

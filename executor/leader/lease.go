@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/ptr"
 )
 
 // AnnotationLag is the Lease annotation where a leader reports its consumer
@@ -45,7 +46,9 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 	defer stopElection()
 	leading := make(chan context.Context, 1)
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, Name: l.Name, ReleaseOnCancel: true,
+		// client-go would release the Lease the moment a renewal fails, while
+		// the work still runs; Lead releases it itself once the work ended.
+		Lock: lock, Name: l.Name, ReleaseOnCancel: false,
 		LeaseDuration: l.LeaseDuration, RenewDeadline: l.RenewDeadline, RetryPeriod: l.RetryPeriod,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(term context.Context) { leading <- term },
@@ -57,7 +60,7 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 	}
 	elected := make(chan struct{})
 	go func() { defer close(elected); elector.Run(electCtx) }()
-	defer func() { stopElection(); <-elected }() // releases the Lease
+	defer func() { stopElection(); <-elected }()
 
 	var term context.Context
 	select {
@@ -66,6 +69,15 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 	case <-elected:
 		return false, fmt.Errorf("leader: lease %s/%s: the election ended", l.Namespace, l.Name)
 	case term = <-leading:
+	}
+	// Stop renewing and give the Lease up only after the work ended.
+	defer func() {
+		stopElection()
+		<-elected
+		l.release(context.WithoutCancel(ctx))
+	}()
+	if ctx.Err() != nil { // SIGTERM and the win came together
+		return false, nil
 	}
 	l.Log.Info("Became the partition's leader", "lease", l.Name, "identity", l.Identity)
 	workCtx, stopWork := context.WithCancel(ctx)
@@ -81,6 +93,25 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 		l.Log.Warn("Lost the partition's leadership", "lease", l.Name, "identity", l.Identity)
 	}
 	return true, err
+}
+
+// release hands the Lease over at once (as client-go does), unless another
+// executor holds it already.
+func (l *Lease) release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, l.RenewDeadline)
+	defer cancel()
+	leases := l.Client.CoordinationV1().Leases(l.Namespace)
+	lease, err := leases.Get(ctx, l.Name, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != l.Identity {
+		return
+	}
+	now := metav1.NewMicroTime(time.Now())
+	lease.Spec.HolderIdentity = ptr.To("")
+	lease.Spec.LeaseDurationSeconds = ptr.To[int32](1)
+	lease.Spec.RenewTime, lease.Spec.AcquireTime = &now, &now
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		l.Log.Warn("Could not release the Lease; a standby takes over when it expires", "lease", l.Name, "err", err)
+	}
 }
 
 // reportLag writes the leader's lag on the Lease until ctx ends.

@@ -258,6 +258,7 @@ type batch struct {
 
 func (e *Executor) runOnce(ctx context.Context) error {
 	o, d := e.opts, e.deps
+	e.lag.Store(-1) // a new term reports its own lag
 	// Opening the writer fences every older producer of the partition.
 	writer, err := kafka.NewWriter(d.KafkaConfig, kafka.WriterOptions{
 		TransactionalID: kafka.TransactionalID(o.Pool, o.InputTopic, o.Partition),

@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 // kubeconfig, stopped when t ends.
 type cluster struct {
 	t          testing.TB
+	env        *envtest.Environment
 	kubeconfig string
 	bin        string
 }
@@ -45,19 +47,28 @@ func newCluster(t testing.TB) *cluster {
 		t.Fatalf("start the control plane: %v", err)
 	}
 	t.Cleanup(func() { env.Stop() }) //nolint:errcheck
-	admin, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	c := &cluster{t: t, env: env, bin: bin}
+	c.kubeconfig = c.user("admin", "system:masters")
+	return c
+}
+
+// user returns the path of a kubeconfig that authenticates as name in
+// groups; RBAC decides what it may do.
+func (c *cluster) user(name string, groups ...string) string {
+	c.t.Helper()
+	u, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	raw, err := admin.KubeConfig()
+	raw, err := u.KubeConfig()
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		t.Fatal(err)
+	path := filepath.Join(c.t.TempDir(), fmt.Sprintf("kubeconfig-%d", time.Now().UnixNano()))
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		c.t.Fatal(err)
 	}
-	return &cluster{t: t, kubeconfig: kubeconfig, bin: bin}
+	return path
 }
 
 // run runs one of the cluster's tools (kubectl, helm) from the repository
@@ -105,13 +116,15 @@ func buildDocexec(t testing.TB) string {
 	return docexec
 }
 
-// startOperator runs `docexec manager` against the cluster until t ends.
-func (c *cluster) startOperator() {
+// startOperator runs `docexec manager` against the cluster, as the
+// operator's ServiceAccount when installed (so its RBAC is what is tested),
+// until t ends.
+func (c *cluster) startOperator(kubeconfig string) {
 	c.t.Helper()
 	docexec := buildDocexec(c.t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, docexec, "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -144,7 +157,9 @@ func TestKubectlApplyInstallsTheOperatorAndASamplePool(t *testing.T) {
 	c.run("kubectl", "apply", "-n", "demo", "-k", "config/samples")
 	// The sample follows its topic, which needs a Kafka; fix the count.
 	c.run("kubectl", "patch", "dxp", "docs", "-n", "demo", "--type", "merge", "-p", `{"spec":{"partitions":3}}`)
-	c.startOperator() // stands in for the operator Deployment: no kubelet runs its pod here
+	// Stands in for the operator Deployment (no kubelet runs its pod here),
+	// with the identity and so the RBAC the kustomization gave it.
+	c.startOperator(c.user("system:serviceaccount:docexec-system:docexec-operator", "system:serviceaccounts", "system:serviceaccounts:docexec-system"))
 	c.eventually("the sample pool has its partitions", func() bool {
 		out, err := c.try("kubectl", "get", "deployments", "-n", "demo", "-l", "docexec.io/pool=docs", "-o", "name")
 		return err == nil && strings.Count(out, "deployment.apps/") == 3
@@ -158,6 +173,26 @@ func TestKubectlApplyInstallsTheOperatorAndASamplePool(t *testing.T) {
 		return out == "3"
 	})
 	t.Logf("kubectl get dxp:\n%s", c.run("kubectl", "get", "dxp", "-n", "demo", "-o", "wide"))
+
+	// The executors' Role reaches their own Leases and nothing else.
+	executor := "system:serviceaccount:demo:docs-executor"
+	for _, check := range []struct {
+		verb, resource string
+		allowed        bool
+	}{
+		{"update", "leases/docs-p0", true},
+		{"patch", "leases/docs-p2", true},
+		{"get", "leases/docs-p1", true},
+		{"update", "leases/someone-else", false},
+		{"create", "leases", false},
+		{"get", "pods", false},
+		{"get", "secrets", false},
+	} {
+		out, _ := c.try("kubectl", "auth", "can-i", check.verb, check.resource, "-n", "demo", "--as", executor)
+		if got := strings.TrimSpace(out) == "yes"; got != check.allowed {
+			t.Errorf("executor can %s %s: %q, want allowed=%v", check.verb, check.resource, out, check.allowed)
+		}
+	}
 }
 
 func TestHelmInstallsTheChart(t *testing.T) {
@@ -250,7 +285,7 @@ func TestDeletingAPoolDeletesEverythingItOwns(t *testing.T) {
 	c.run("kubectl", "apply", "-k", "config/crd")
 	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
 	c.startControllerManager()
-	c.startOperator()
+	c.startOperator(c.kubeconfig)
 	c.run("kubectl", "create", "namespace", "demo")
 	c.run("kubectl", "apply", "-n", "demo", "-k", "config/samples")
 	c.run("kubectl", "patch", "dxp", "docs", "-n", "demo", "--type", "merge", "-p", `{"spec":{"partitions":2}}`)

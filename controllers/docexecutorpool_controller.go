@@ -218,7 +218,7 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 		return o, fmt.Errorf("list Leases of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range leases.Items {
-		if p, ok := partitionOf(&leases.Items[i]); ok && metav1.IsControlledBy(&leases.Items[i], pool) {
+		if p, ok := partitionOf(&leases.Items[i]); ok && !ownedByAnother(&leases.Items[i], pool) {
 			o.leases[p] = &leases.Items[i]
 		}
 	}
@@ -257,8 +257,13 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 		if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
 			return err
 		}
-		if _, ok := o.leases[p]; !ok {
+		switch l, ok := o.leases[p]; {
+		case !ok:
 			if err := r.create(ctx, pool, lease(pool, p)); err != nil {
+				return err
+			}
+		case !metav1.IsControlledBy(l, pool):
+			if err := r.adoptLease(ctx, pool, l); err != nil {
 				return err
 			}
 		}
@@ -340,12 +345,35 @@ func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.
 		return r.create(ctx, pool, obj)
 	case err != nil:
 		return fmt.Errorf("get %T %s: %w", obj, obj.GetName(), err)
-	case existing.GetAnnotations()[AnnotationHash] == hash:
+	case ownedByAnother(existing, pool):
+		return fmt.Errorf("%T %s exists and belongs to another owner: rename or delete it", obj, obj.GetName())
+	case existing.GetAnnotations()[AnnotationHash] == hash && metav1.IsControlledBy(existing, pool):
 		return nil
 	}
+	// Changed, or left without an owner (orphaned on a pool's deletion):
+	// take it over with the wanted spec.
 	obj.SetResourceVersion(existing.GetResourceVersion())
 	if err := r.Update(ctx, obj); err != nil {
 		return fmt.Errorf("update %T %s: %w", obj, obj.GetName(), err)
+	}
+	return nil
+}
+
+// ownedByAnother reports whether something other than pool controls obj.
+func ownedByAnother(obj client.Object, pool *docexecv1.DocExecutorPool) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.UID != pool.UID
+}
+
+// adoptLease makes pool the controller of a Lease left without one, without
+// touching what the executors wrote in it.
+func (r *DocExecutorPoolReconciler) adoptLease(ctx context.Context, pool *docexecv1.DocExecutorPool, l *coordinationv1.Lease) error {
+	before := l.DeepCopy()
+	if err := controllerutil.SetControllerReference(pool, l, r.Scheme); err != nil {
+		return err
+	}
+	if err := r.Patch(ctx, l, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("adopt Lease %s: %w", l.Name, err)
 	}
 	return nil
 }

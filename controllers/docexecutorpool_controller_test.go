@@ -586,3 +586,80 @@ func TestTheLeaderPodIsMarkedToBeRemovedLast(t *testing.T) {
 		t.Fatalf("after the handover costs a=%q b=%q, want only b marked", cost("ranked-p0-a"), cost("ranked-p0-b"))
 	}
 }
+
+// After kubectl delete dxp --cascade=orphan (the garbage collector strips
+// the owner references), a pool created again takes its objects back.
+func TestARecreatedPoolAdoptsItsOrphanedObjects(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("phoenix", nil)
+	e.reconcile(p)
+	ctx := context.Background()
+	orphan := func(obj client.Object, name string) {
+		e.mustGet(obj, name)
+		obj.SetOwnerReferences(nil)
+		if err := k8s.Update(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range []struct {
+		obj  client.Object
+		name string
+	}{
+		{&appsv1.Deployment{}, "phoenix-p0"}, {&policyv1.PodDisruptionBudget{}, "phoenix-p0"}, {&corev1.ConfigMap{}, "phoenix-config"},
+		{&corev1.ServiceAccount{}, "phoenix-executor"}, {&rbacv1.Role{}, "phoenix-executor"}, {&rbacv1.RoleBinding{}, "phoenix-executor"},
+		{&corev1.Service{}, "phoenix-metrics"},
+	} {
+		orphan(o.obj, o.name)
+	}
+	var l coordinationv1.Lease
+	orphan(&l, "phoenix-p0")
+	l.Spec.HolderIdentity = ptr.To("phoenix-p0-pod")
+	if err := k8s.Update(ctx, &l); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, e.get(p)); err != nil {
+		t.Fatal(err)
+	}
+	p = e.pool("phoenix", nil)
+	e.reconcile(p)
+	p = e.get(p)
+	var d appsv1.Deployment
+	e.mustGet(&d, "phoenix-p0")
+	ownedBy(t, &d, p)
+	e.mustGet(&l, "phoenix-p0")
+	ownedBy(t, &l, p)
+	if ptr.Deref(l.Spec.HolderIdentity, "") != "phoenix-p0-pod" {
+		t.Fatal("adopting the Lease erased its holder")
+	}
+	before := e.writes.Load()
+	if _, err := e.r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.writes.Load() - before; n != 0 {
+		t.Fatalf("a pass after adoption made %d writes", n)
+	}
+}
+
+func TestAnObjectOfAnotherOwnerIsNotTakenOver(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "clash-config", Namespace: e.ns,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "other", UID: "0ther", Controller: ptr.To(true)}}},
+		Data: map[string]string{"mine": "yes"}}
+	if err := k8s.Create(context.Background(), theirs); err != nil {
+		t.Fatal(err)
+	}
+	p := e.pool("clash", nil)
+	_, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if err == nil || !strings.Contains(err.Error(), "another owner") {
+		t.Fatalf("reconcile: %v, want a refusal", err)
+	}
+	c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
+	if c == nil || c.Reason != "ReconcileFailed" || !strings.Contains(c.Message, "clash-config") {
+		t.Fatalf("Degraded %+v, want the reason users can act on", c)
+	}
+	var cm corev1.ConfigMap
+	e.mustGet(&cm, "clash-config")
+	if cm.Data["mine"] != "yes" {
+		t.Fatal("another owner's ConfigMap was overwritten")
+	}
+}

@@ -347,7 +347,7 @@ func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.
 		return fmt.Errorf("get %T %s: %w", obj, obj.GetName(), err)
 	case ownedByAnother(existing, pool):
 		return fmt.Errorf("%T %s exists and belongs to another owner: rename or delete it", obj, obj.GetName())
-	case existing.GetAnnotations()[AnnotationHash] == hash && metav1.IsControlledBy(existing, pool):
+	case existing.GetAnnotations()[AnnotationHash] == hash && metav1.IsControlledBy(existing, pool) && !scaledByHand(existing, obj):
 		return nil
 	}
 	// Changed, or left without an owner (orphaned on a pool's deletion):
@@ -357,6 +357,14 @@ func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.
 		return fmt.Errorf("update %T %s: %w", obj, obj.GetName(), err)
 	}
 	return nil
+}
+
+// scaledByHand reports whether a Deployment's replicas were changed by
+// someone else (kubectl scale): the spec hash cannot see that.
+func scaledByHand(existing, wanted client.Object) bool {
+	e, ok1 := existing.(*appsv1.Deployment)
+	w, ok2 := wanted.(*appsv1.Deployment)
+	return ok1 && ok2 && ptr.Deref(e.Spec.Replicas, 1) != ptr.Deref(w.Spec.Replicas, 1)
 }
 
 // ownedByAnother reports whether something other than pool controls obj.

@@ -663,3 +663,20 @@ func TestAnObjectOfAnotherOwnerIsNotTakenOver(t *testing.T) {
 		t.Fatal("another owner's ConfigMap was overwritten")
 	}
 }
+
+func TestAPartitionScaledByHandIsScaledBack(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("stubborn", nil)
+	e.reconcile(p)
+	var d appsv1.Deployment
+	e.mustGet(&d, "stubborn-p0")
+	d.Spec.Replicas = ptr.To[int32](5)
+	if err := k8s.Update(context.Background(), &d); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile(p)
+	e.mustGet(&d, "stubborn-p0")
+	if *d.Spec.Replicas != 2 {
+		t.Fatalf("replicas %d, want the spec's 2 back", *d.Spec.Replicas)
+	}
+}

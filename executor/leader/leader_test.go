@@ -16,6 +16,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -175,13 +176,17 @@ func TestALeaderThatLostItsLeaseStopsAndLeavesTheNewHolderAlone(t *testing.T) {
 	<-leading
 	// Another executor takes the Lease (as after a partition of the network).
 	ctx := context.Background()
-	l, err := client.CoordinationV1().Leases("default").Get(ctx, name, metav1.GetOptions{})
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error { // a renewal may come between
+		l, err := client.CoordinationV1().Leases("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		l.Spec.HolderIdentity = ptr.To("b")
+		l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(time.Hour)}
+		_, err = client.CoordinationV1().Leases("default").Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	l.Spec.HolderIdentity = ptr.To("b")
-	l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(time.Hour)}
-	if _, err := client.CoordinationV1().Leases("default").Update(ctx, l, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	select {

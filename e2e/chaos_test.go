@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -265,7 +266,12 @@ func TestChaosKillingTheLeaderThreeTimesLosesNothing(t *testing.T) {
 	f.start()
 	f.start()
 	leader := f.leader("")
-	for round := range 3 {
+	// DOCEXEC_CHAOS_ROUNDS=N makes it a soak (make test runs 3).
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("DOCEXEC_CHAOS_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	for round := range rounds {
 		f.produce(2000, uint64(round+1))
 		time.Sleep(300 * time.Millisecond) // mid-stream
 		f.signal(leader, syscall.SIGKILL)

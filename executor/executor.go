@@ -111,10 +111,18 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// With an election, a standby is ready: it serves the moment it leads.
+	// With an election, a standby is ready when it could lead at once: it
+	// reaches Redis and PostgreSQL.
 	ready := exec.Ready
 	if elector != nil {
-		ready = func() bool { return true }
+		ready = func() bool {
+			if exec.Ready() {
+				return true
+			}
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return redis.Do(ctx, redis.B().Ping().Build()).Error() == nil && st.Ping(ctx) == nil
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
@@ -184,6 +192,8 @@ func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, 
 		switch {
 		case err != nil && pipeline.Fenced(err):
 			log.Warn("Fenced by a newer leader; standing by", "err", err)
+		case err != nil && errors.Is(err, leader.ErrLost) && !errors.Is(err, kafka.ErrPermanent):
+			log.Warn("The term ended badly after its Lease was lost; standing by", "err", err)
 		case err != nil:
 			return err
 		case ctx.Err() != nil:

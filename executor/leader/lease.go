@@ -91,6 +91,9 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 	<-reported
 	if term.Err() != nil && ctx.Err() == nil {
 		l.Log.Warn("Lost the partition's leadership", "lease", l.Name, "identity", l.Identity)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrLost, err)
+		}
 	}
 	return true, err
 }

@@ -90,7 +90,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 	if err != nil {
 		return nil, closeAfter(db, err)
 	}
-	if err := s.ping(ctx); err != nil {
+	if err := s.Ping(ctx); err != nil {
 		return nil, closeAfter(db, fmt.Errorf("store: open postgres: %w", err))
 	}
 	return s, nil
@@ -137,7 +137,7 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	if err != nil {
 		return nil, closeAfter(db, err)
 	}
-	if err := s.ping(ctx); err != nil {
+	if err := s.Ping(ctx); err != nil {
 		return nil, closeAfter(db, fmt.Errorf("store: open sqlite %s: %w", path, err))
 	}
 	return s, nil
@@ -179,7 +179,8 @@ func newStore(db *gorm.DB, dialect string, maxParams int, opts Options) (*Store,
 	}, nil
 }
 
-func (s *Store) ping(ctx context.Context) error {
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
 	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err

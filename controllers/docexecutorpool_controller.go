@@ -277,7 +277,7 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 		if p < partitions {
 			continue
 		}
-		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: deploymentName(pool.Name, p), Namespace: pool.Namespace}}
+		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: partitionName(pool.Name, p), Namespace: pool.Namespace}}
 		for _, obj := range []client.Object{dep, pdb} {
 			if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("delete partition %d of DocExecutorPool %s: %w", p, pool.Name, err)

@@ -47,14 +47,14 @@ const (
 	extraGraceSeconds = 10
 )
 
-// Names of the objects a pool owns.
-func deploymentName(pool string, partition int32) string {
+// Names of the objects a pool owns; partitionName names a partition's
+// Deployment, PodDisruptionBudget and Lease alike.
+func partitionName(pool string, partition int32) string {
 	return fmt.Sprintf("%s-p%d", pool, partition)
 }
-func leaseName(pool string, partition int32) string { return fmt.Sprintf("%s-p%d", pool, partition) }
-func configMapName(pool string) string              { return pool + "-config" }
-func executorName(pool string) string               { return pool + "-executor" }
-func metricsServiceName(pool string) string         { return pool + "-metrics" }
+func configMapName(pool string) string      { return pool + "-config" }
+func executorName(pool string) string       { return pool + "-executor" }
+func metricsServiceName(pool string) string { return pool + "-metrics" }
 
 func poolLabels(pool string) map[string]string {
 	return map[string]string{
@@ -142,7 +142,7 @@ func serviceAccount(p *docexecv1.DocExecutorPool) *corev1.ServiceAccount {
 func role(p *docexecv1.DocExecutorPool, partitions int32) *rbacv1.Role {
 	names := make([]string, partitions)
 	for i := range partitions {
-		names[i] = leaseName(p.Name, i)
+		names[i] = partitionName(p.Name, i)
 	}
 	r := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: executorName(p.Name), Namespace: p.Namespace, Labels: poolLabels(p.Name)}}
 	if partitions > 0 {
@@ -173,7 +173,7 @@ func metricsService(p *docexecv1.DocExecutorPool) *corev1.Service {
 }
 
 func lease(p *docexecv1.DocExecutorPool, partition int32) *coordinationv1.Lease {
-	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName(p.Name, partition), Namespace: p.Namespace, Labels: partitionLabels(p.Name, partition)}}
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: partitionName(p.Name, partition), Namespace: p.Namespace, Labels: partitionLabels(p.Name, partition)}}
 }
 
 func podDisruptionBudget(p *docexecv1.DocExecutorPool, partition int32) *policyv1.PodDisruptionBudget {
@@ -184,7 +184,7 @@ func podDisruptionBudget(p *docexecv1.DocExecutorPool, partition int32) *policyv
 		minAvailable = intstr.FromInt32(0)
 	}
 	return &policyv1.PodDisruptionBudget{
-		ObjectMeta: metav1.ObjectMeta{Name: deploymentName(p.Name, partition), Namespace: p.Namespace, Labels: partitionLabels(p.Name, partition)},
+		ObjectMeta: metav1.ObjectMeta{Name: partitionName(p.Name, partition), Namespace: p.Namespace, Labels: partitionLabels(p.Name, partition)},
 		Spec: policyv1.PodDisruptionBudgetSpec{
 			MinAvailable: &minAvailable,
 			Selector:     &metav1.LabelSelector{MatchLabels: partitionLabels(p.Name, partition)},
@@ -220,7 +220,7 @@ func deployment(p *docexecv1.DocExecutorPool, partition int32, image, cfgHash st
 		affinity = spreadAcrossNodes(labels)
 	}
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: deploymentName(p.Name, partition), Namespace: p.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: partitionName(p.Name, partition), Namespace: p.Namespace, Labels: labels},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -265,7 +265,7 @@ func executorContainer(p *docexecv1.DocExecutorPool, partition int32, image stri
 	env := []corev1.EnvVar{
 		{Name: config.EnvName("partition"), Value: strconv.Itoa(int(partition))},
 		// The replicas elect the partition's leader with its Lease.
-		{Name: config.EnvName("leader.lease"), Value: leaseName(p.Name, partition)},
+		{Name: config.EnvName("leader.lease"), Value: partitionName(p.Name, partition)},
 		{Name: config.EnvName("leader.namespace"), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		{Name: config.EnvName("leader.identity"), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: config.EnvName("postgres.dsn"), ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &p.Spec.Postgres.DSNSecretRef}},

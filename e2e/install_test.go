@@ -121,20 +121,27 @@ func buildDocexec(t testing.TB) string {
 // until t ends.
 func (c *cluster) startOperator(kubeconfig string) {
 	c.t.Helper()
-	docexec := buildDocexec(c.t)
+	c.background("operator", append(os.Environ(), "KUBECONFIG="+kubeconfig),
+		buildDocexec(c.t), "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+}
+
+// background runs a program until t ends, showing its output if t failed.
+func (c *cluster) background(name string, env []string, path string, args ...string) {
+	c.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, docexec, "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = env
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
+		cancel()
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() {
 		cancel()
 		cmd.Wait() //nolint:errcheck // killed on purpose
 		if c.t.Failed() {
-			c.t.Logf("operator logs:\n%s", logs.String())
+			c.t.Logf("%s logs:\n%s", name, logs.String())
 		}
 	})
 }
@@ -262,22 +269,9 @@ func TestTheChartGrantsTheGeneratedRules(t *testing.T) {
 // and Deployment controllers against the cluster until t ends.
 func (c *cluster) startControllerManager() {
 	c.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "kube-controller-manager"), "--kubeconfig", c.kubeconfig,
+	c.background("kube-controller-manager", nil, filepath.Join(c.bin, "kube-controller-manager"), "--kubeconfig", c.kubeconfig,
 		"--controllers=garbage-collector-controller,deployment-controller,replicaset-controller",
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() {
-		cancel()
-		cmd.Wait() //nolint:errcheck // killed on purpose
-		if c.t.Failed() {
-			c.t.Logf("kube-controller-manager logs:\n%s", logs.String())
-		}
-	})
 }
 
 func TestDeletingAPoolDeletesEverythingItOwns(t *testing.T) {

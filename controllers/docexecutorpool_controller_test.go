@@ -518,17 +518,24 @@ func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {
 			s.Failover.RenewDeadline = &metav1.Duration{Duration: 3 * time.Second}
 		}, "failover.renewDeadline must be shorter than failover.leaseDuration"},
 		{"the format is json or protobuf", func(s *docexecv1.DocExecutorPoolSpec) { s.Kafka.Format = "xml" }, "spec.kafka.format"},
+		{"the name fits in the names it is part of", nil, "the pool's name must be a DNS label of at most 50 characters"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			name := "bad"
+			if c.mutate == nil {
+				name = strings.Repeat("x", 51)
+			}
 			p := &docexecv1.DocExecutorPool{
-				ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: e.ns},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
 				Spec: docexecv1.DocExecutorPoolSpec{
 					Kafka:    docexecv1.KafkaSpec{Brokers: []string{"kafka:9092"}, InputTopic: "updates", OutputTopic: "states", DeadLetterTopic: "dead"},
 					Redis:    docexecv1.RedisSpec{Addresses: []string{"redis:6379"}},
 					Postgres: docexecv1.PostgresSpec{DSNSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg"}, Key: "dsn"}},
 				},
 			}
-			c.mutate(&p.Spec)
+			if c.mutate != nil {
+				c.mutate(&p.Spec)
+			}
 			err := k8s.Create(context.Background(), p)
 			if err == nil {
 				k8s.Delete(context.Background(), p) //nolint:errcheck

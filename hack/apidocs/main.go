@@ -40,6 +40,10 @@ func main() {
 	v := crd.Spec.Versions[0]
 	fmt.Printf("# %s reference (%s/%s)\n\n", crd.Spec.Names.Kind, crd.Spec.Group, v.Name)
 	fmt.Printf("Generated from the CRD by `make docs`; do not edit. Short name: `%s`.\n\n", strings.Join(crd.Spec.Names.ShortNames, "`, `"))
+	for _, rule := range v.Schema.OpenAPIV3Schema.XValidations {
+		fmt.Printf("- Rule: %s\n", rule.Message)
+	}
+	fmt.Println()
 	root := v.Schema.OpenAPIV3Schema.Properties
 	for _, section := range []string{"spec", "status"} {
 		s := root[section]

@@ -687,3 +687,12 @@ func TestAPartitionScaledByHandIsScaledBack(t *testing.T) {
 		t.Fatalf("replicas %d, want the spec's 2 back", *d.Spec.Replicas)
 	}
 }
+
+func TestMorePartitionsThanTheTopicHasIsReported(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 2})
+	p := e.pool("greedy", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](3) })
+	e.reconcile(p)
+	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Reason != "PartitionsMissing" {
+		t.Fatalf("Degraded %+v, want PartitionsMissing", c)
+	}
+}

@@ -92,6 +92,8 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashe
 	switch {
 	case want.err != nil && pool.Spec.Partitions == nil:
 		set(ConditionDegraded, true, "KafkaUnreachable", fmt.Sprintf("The partitions of topic %s cannot be read, so the pool cannot follow it: %v", pool.Spec.Kafka.InputTopic, want.err))
+	case want.topic != nil && count > *want.topic:
+		set(ConditionDegraded, true, "PartitionsMissing", fmt.Sprintf("The pool runs %d partitions; topic %s has only %d, so executors of the others cannot start", count, pool.Spec.Kafka.InputTopic, *want.topic))
 	case want.topic != nil && count < *want.topic:
 		set(ConditionDegraded, true, "PartitionsNotCovered", fmt.Sprintf("The pool runs %d partitions; topic %s has %d, whose updates nobody processes", count, pool.Spec.Kafka.InputTopic, *want.topic))
 	default:

@@ -24,6 +24,7 @@ type KafkaTopics struct {
 
 type answer struct {
 	partitions int32
+	err        error // failures are remembered too: a dead broker is not asked at every pass
 	at         time.Time
 }
 
@@ -36,8 +37,19 @@ func (k *KafkaTopics) TopicPartitions(_ context.Context, pool *docexecv1.DocExec
 	a, ok := k.recent[key]
 	k.mu.Unlock()
 	if ok && time.Since(a.at) < or(k.Remember, 10*time.Second) {
-		return a.partitions, nil
+		return a.partitions, a.err
 	}
+	n, err := k.lookup(pool)
+	k.mu.Lock()
+	if k.recent == nil {
+		k.recent = map[string]answer{}
+	}
+	k.recent[key] = answer{partitions: n, err: err, at: time.Now()}
+	k.mu.Unlock()
+	return n, err
+}
+
+func (k *KafkaTopics) lookup(pool *docexecv1.DocExecutorPool) (int32, error) {
 	cfg := kafka.Config{Brokers: pool.Spec.Kafka.Brokers, ClientID: "docexec-operator", Timeout: or(k.Timeout, 10*time.Second)}
 	cfg.TLS.Enabled = pool.Spec.Kafka.TLS != nil
 	client, err := kafka.Connect(cfg)
@@ -45,17 +57,7 @@ func (k *KafkaTopics) TopicPartitions(_ context.Context, pool *docexecv1.DocExec
 		return 0, err
 	}
 	defer client.Close()
-	n, err := client.Partitions(pool.Spec.Kafka.InputTopic)
-	if err != nil {
-		return 0, err
-	}
-	k.mu.Lock()
-	if k.recent == nil {
-		k.recent = map[string]answer{}
-	}
-	k.recent[key] = answer{partitions: n, at: time.Now()}
-	k.mu.Unlock()
-	return n, nil
+	return client.Partitions(pool.Spec.Kafka.InputTopic)
 }
 
 func or(d, def time.Duration) time.Duration {

@@ -153,6 +153,9 @@ func (e *Executor) Ready() bool { return e.ready.Load() }
 func (e *Executor) Run(ctx context.Context) error {
 	for {
 		err := e.runOnce(ctx)
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // stopped while starting: nothing was applied
+		}
 		if !errors.Is(err, state.ErrLost) || ctx.Err() != nil {
 			return err
 		}

@@ -470,3 +470,15 @@ func TestProcessingGoesOnWhilePostgreSQLIsDownAndTheSyncCatchesUp(t *testing.T) 
 	}
 	h.checkStored(final)
 }
+
+func TestStoppingWhileStartingIsAStop(t *testing.T) {
+	h := newHarness(t)
+	h.produce(updates(100, 10, 50)...)
+	for range 20 { // stop at different points of the start
+		stop := h.start()
+		time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+		if err := stop(); err != nil {
+			t.Fatalf("a stop while starting returned %v", err)
+		}
+	}
+}

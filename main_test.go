@@ -81,7 +81,7 @@ func TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	defer producer.Close()
 	var msgs []kafka.Message
 	for i := range 100 {
-		msgs = append(msgs, kafka.Message{Topic: "in", Value: fmt.Appendf(nil, `{"url":"u%d","fetchTime":%d}`, i%10, i)})
+		msgs = append(msgs, kafka.Message{Topic: "in", Value: fmt.Appendf(nil, `{"url":"u%d","pubDate":1,"fetchTime":%d}`, i%10, i)})
 	}
 	msgs = append(msgs, kafka.Message{Topic: "in", Value: []byte("bad")})
 	if err := producer.Send(msgs); err != nil {

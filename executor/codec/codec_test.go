@@ -114,6 +114,15 @@ var documentType = sync.OnceValue(func() protoreflect.MessageType {
 			Type:     typ.Enum(),
 		}
 	}
+	// The times are `optional uint64` (explicit presence): proto3 keeps an
+	// optional field in a synthetic oneof of its own.
+	var oneofs []*descriptorpb.OneofDescriptorProto
+	optional := func(f *descriptorpb.FieldDescriptorProto) *descriptorpb.FieldDescriptorProto {
+		f.Proto3Optional = proto.Bool(true)
+		f.OneofIndex = proto.Int32(int32(len(oneofs)))
+		oneofs = append(oneofs, &descriptorpb.OneofDescriptorProto{Name: proto.String("_" + f.GetName())})
+		return f
+	}
 	const str, u64 = descriptorpb.FieldDescriptorProto_TYPE_STRING, descriptorpb.FieldDescriptorProto_TYPE_UINT64
 	file, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
 		Name:    proto.String("docexec/document.proto"),
@@ -123,11 +132,12 @@ var documentType = sync.OnceValue(func() protoreflect.MessageType {
 			Name: proto.String("Document"),
 			Field: []*descriptorpb.FieldDescriptorProto{
 				field("url", "url", 1, str),
-				field("pub_date", "pubDate", 2, u64),
-				field("fetch_time", "fetchTime", 3, u64),
+				optional(field("pub_date", "pubDate", 2, u64)),
+				optional(field("fetch_time", "fetchTime", 3, u64)),
 				field("text", "text", 4, str),
-				field("first_fetch_time", "firstFetchTime", 5, u64),
+				optional(field("first_fetch_time", "firstFetchTime", 5, u64)),
 			},
+			OneofDecl: oneofs,
 		}},
 	}, nil)
 	if err != nil {

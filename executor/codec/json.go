@@ -48,6 +48,13 @@ func (jsonCodec) Decode(b []byte) (document.Document, error) {
 	if err := storable(d); err != nil {
 		return document.Document{}, err
 	}
+	// A missing time is not 0: taking it for 0 would make the update the
+	// oldest version of its url. A missing text is an empty page.
+	for _, key := range [...]int{keyPubDate, keyFetchTime} {
+		if s.present&key == 0 {
+			return document.Document{}, badInput("%s: missing", keyName(key))
+		}
+	}
 	return d, nil
 }
 
@@ -58,7 +65,8 @@ type scanner struct {
 	b        []byte
 	i        int
 	fieldErr error
-	seen     int
+	seen     int // keys read, null or not
+	present  int // number keys read with a value other than null
 }
 
 func (s *scanner) syntaxErr(what string) error {
@@ -127,9 +135,9 @@ func (s *scanner) object(d *document.Document) error {
 		case keyText:
 			err = s.stringField("text", &d.Text)
 		case keyPubDate:
-			err = s.uintField("pubDate", &d.PubDate)
+			err = s.uintField(keyPubDate, &d.PubDate)
 		case keyFetchTime:
-			err = s.uintField("fetchTime", &d.FetchTime)
+			err = s.uintField(keyFetchTime, &d.FetchTime)
 		default:
 			err = s.skipValue(1)
 		}
@@ -247,8 +255,9 @@ func (s *scanner) stringField(name string, dst *string) error {
 }
 
 // uintField reads pubDate or fetchTime: a JSON number or a string of decimal
-// digits (as protojson writes 64-bit integers), or null for 0.
-func (s *scanner) uintField(name string, dst *uint64) error {
+// digits (as protojson writes 64-bit integers). null leaves it missing.
+func (s *scanner) uintField(key int, dst *uint64) error {
+	name := keyName(key)
 	if s.i >= len(s.b) {
 		return s.syntaxErr("expected a value")
 	}
@@ -274,11 +283,7 @@ func (s *scanner) uintField(name string, dst *uint64) error {
 			digits = s.b[start:s.i]
 		}
 	case c == 'n':
-		if err := s.literal("null"); err != nil {
-			return err
-		}
-		*dst = 0
-		return nil
+		return s.literal("null")
 	default:
 		if err := s.skipValue(1); err != nil {
 			return err
@@ -290,6 +295,7 @@ func (s *scanner) uintField(name string, dst *uint64) error {
 		return nil
 	}
 	*dst = v
+	s.present |= key
 	return nil
 }
 
@@ -487,14 +493,6 @@ var plainString = func() (t [256]bool) {
 	return t
 }()
 
-// plainOutput is plainString for Encode, which also stops at 0xE2, the
-// first byte of U+2028 and U+2029.
-var plainOutput = func() (t [256]bool) {
-	t = plainString
-	t[0xE2] = false
-	return t
-}()
-
 // Texts can be long, so the plain runs are skipped eight bytes at a time
 // (SWAR: SIMD within a register), then byte by byte up to the stop.
 const (
@@ -521,26 +519,13 @@ func load64[T string | []byte](s T, i int) uint64 {
 
 // skipPlain returns the index of the first byte from i on that is not
 // plainString (len(b) if none).
-func skipPlain(b []byte, i int) int {
+func skipPlain[T string | []byte](b T, i int) int {
 	for ; i+8 <= len(b); i += 8 {
 		if w := load64(b, i); hasByte(w, '"') || hasByte(w, '\\') || hasBelow(w, 0x20) {
 			break
 		}
 	}
 	for i < len(b) && plainString[b[i]] {
-		i++
-	}
-	return i
-}
-
-// skipPlainOutput is skipPlain for plainOutput.
-func skipPlainOutput(s string, i int) int {
-	for ; i+8 <= len(s); i += 8 {
-		if w := load64(s, i); hasByte(w, '"') || hasByte(w, '\\') || hasBelow(w, 0x20) || hasByte(w, 0xE2) {
-			break
-		}
-	}
-	for i < len(s) && plainOutput[s[i]] {
 		i++
 	}
 	return i
@@ -710,21 +695,14 @@ func appendString(b []byte, s string) []byte {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
+	// Only what JSON requires is escaped: the quote, the backslash and
+	// control characters. Everything else, U+2028 and U+2029 included (valid
+	// JSON since RFC 7159, valid JavaScript since ES2019), goes out raw, so a
+	// text is as long on the wire as in the state.
 	b = append(b, '"')
 	start := 0
-	for i := skipPlainOutput(s, 0); i < len(s); i = skipPlainOutput(s, i) {
+	for i := skipPlain(s, 0); i < len(s); i = skipPlain(s, i) {
 		c := s[i]
-		if c == 0xE2 {
-			// Valid JSON, but not valid JavaScript before ES2019; escaping
-			// them is cheap and spares consumers that embed the output.
-			if r, size := utf8.DecodeRuneInString(s[i:]); r == '\u2028' || r == '\u2029' {
-				b = append(b, s[start:i]...)
-				b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-				start = i + size
-			}
-			i += 3 // 0xE2 always starts a 3-byte sequence in valid UTF-8
-			continue
-		}
 		b = append(b, s[start:i]...)
 		switch c {
 		case '"', '\\':

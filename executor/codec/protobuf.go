@@ -39,6 +39,7 @@ func (protobufCodec) Decode(b []byte) (document.Document, error) {
 	// The strings are kept as slices of b until the end so that a field
 	// repeated on the wire (the last one wins) costs no allocation.
 	var url, text []byte
+	var hasPubDate, hasFetchTime bool
 	for off := 0; off < len(b); {
 		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 {
@@ -77,9 +78,9 @@ func (protobufCodec) Decode(b []byte) (document.Document, error) {
 				return document.Document{}, badInput("%s (field %d): %v", fieldNames[num], num, protowire.ParseError(n))
 			}
 			if num == fieldPubDate {
-				d.PubDate = v
+				d.PubDate, hasPubDate = v, true
 			} else {
-				d.FetchTime = v
+				d.FetchTime, hasFetchTime = v, true
 			}
 			off += n
 		default:
@@ -102,6 +103,14 @@ func (protobufCodec) Decode(b []byte) (document.Document, error) {
 	if err := storable(d); err != nil {
 		return document.Document{}, err
 	}
+	// The times are `optional` (explicit presence): a missing one is not 0,
+	// which would make the update its url's oldest version.
+	switch {
+	case !hasPubDate:
+		return document.Document{}, badInput("%s: missing", fieldNames[fieldPubDate])
+	case !hasFetchTime:
+		return document.Document{}, badInput("%s: missing", fieldNames[fieldFetchTime])
+	}
 	return d, nil
 }
 
@@ -114,41 +123,30 @@ func wrongWireType(num protowire.Number, typ protowire.Type, want string) error 
 
 func (protobufCodec) Encode(d document.Document) []byte {
 	url, text := validUTF8(d.URL), validUTF8(d.Text)
-	size := 0
+	size := 3 + protowire.SizeVarint(d.PubDate) + protowire.SizeVarint(d.FetchTime) + protowire.SizeVarint(d.FirstFetchTime)
 	if url != "" {
 		size += 1 + protowire.SizeBytes(len(url))
-	}
-	for _, v := range [...]uint64{d.PubDate, d.FetchTime, d.FirstFetchTime} {
-		if v != 0 {
-			size += 1 + protowire.SizeVarint(v)
-		}
 	}
 	if text != "" {
 		size += 1 + protowire.SizeBytes(len(text))
 	}
 	b := make([]byte, 0, size)
-	// Proto3: zero values are not written; fields go in number order, as
-	// the official library writes them.
+	// As the official library writes them: fields in number order, empty
+	// strings left out, the optional times always written (even 0).
 	if url != "" {
 		b = protowire.AppendTag(b, fieldURL, protowire.BytesType)
 		b = protowire.AppendString(b, url)
 	}
-	if d.PubDate != 0 {
-		b = protowire.AppendTag(b, fieldPubDate, protowire.VarintType)
-		b = protowire.AppendVarint(b, d.PubDate)
-	}
-	if d.FetchTime != 0 {
-		b = protowire.AppendTag(b, fieldFetchTime, protowire.VarintType)
-		b = protowire.AppendVarint(b, d.FetchTime)
-	}
+	b = protowire.AppendTag(b, fieldPubDate, protowire.VarintType)
+	b = protowire.AppendVarint(b, d.PubDate)
+	b = protowire.AppendTag(b, fieldFetchTime, protowire.VarintType)
+	b = protowire.AppendVarint(b, d.FetchTime)
 	if text != "" {
 		b = protowire.AppendTag(b, fieldText, protowire.BytesType)
 		b = protowire.AppendString(b, text)
 	}
-	if d.FirstFetchTime != 0 {
-		b = protowire.AppendTag(b, fieldFirstFetchTime, protowire.VarintType)
-		b = protowire.AppendVarint(b, d.FirstFetchTime)
-	}
+	b = protowire.AppendTag(b, fieldFirstFetchTime, protowire.VarintType)
+	b = protowire.AppendVarint(b, d.FirstFetchTime)
 	return b
 }
 

@@ -50,8 +50,9 @@ func TestEncodeProtobufWritesWhatTheOfficialLibraryReads(t *testing.T) {
 		if len(m.ProtoReflect().GetUnknown()) != 0 {
 			t.Errorf("%+v: unknown fields %x", state, m.ProtoReflect().GetUnknown())
 		}
-		// Same bytes as the official library: proto3 omits zero values and
-		// writes fields in number order.
+		// Same bytes as the official library: the times have explicit
+		// presence (proto3 optional), so even 0 is written; fields go in
+		// number order.
 		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(toMessage(state))
 		if err != nil {
 			t.Fatal(err)
@@ -115,13 +116,14 @@ var goodProtobuf = []struct {
 }{
 	{"all four input fields are read", wire{}.str(1, "u").varint(2, 1).varint(3, 2).str(4, "t"), docOf("u", 1, 2, "t")},
 	{"fields may come in any order", wire{}.str(4, "t").varint(3, 2).varint(2, 1).str(1, "u"), docOf("u", 1, 2, "t")},
-	{"the last of a repeated field wins", wire{}.str(1, "a").varint(3, 9).str(1, "u").varint(3, 2).str(4, "x").str(4, "t"), docOf("u", 0, 2, "t")},
-	{"zero values may be written explicitly", wire{}.str(1, "u").varint(2, 0).varint(3, 0).str(4, ""), docOf("u", 0, 0, "")},
+	{"the last of a repeated field wins", wire{}.str(1, "a").varint(3, 9).varint(2, 1).str(1, "u").varint(3, 2).str(4, "x").str(4, "t"), docOf("u", 1, 2, "t")},
+	{"zero times written explicitly are present", wire{}.str(1, "u").varint(2, 0).varint(3, 0).str(4, ""), docOf("u", 0, 0, "")},
+	{"an absent text is empty", wire{}.str(1, "u").varint(2, 1).varint(3, 2), docOf("u", 1, 2, "")},
 	{"the uint64 maximum is exact", wire{}.str(1, "u").varint(2, maxUint64).varint(3, maxUint64), docOf("u", maxUint64, maxUint64, "")},
-	{"a varint that is longer than it need be is accepted", wire{}.str(1, "u").raw(3<<3, 0x85, 0x80, 0x80, 0x00), docOf("u", 0, 5, "")},
-	{"first_fetch_time is ignored", wire{}.str(1, "u").varint(3, 9).varint(5, 1), docOf("u", 0, 9, "")},
-	{"first_fetch_time is ignored even with another wire type", wire{}.str(1, "u").str(5, "\xff"), docOf("u", 0, 0, "")},
-	{"unknown fields of every wire type are skipped", wire{}.varint(6, 1).fixed32(7, 2).fixed64(8, 3).str(9, "\xff").raw(10<<3|3, 11<<3, 1, 10<<3|4).str(1, "u").varint(536870911, 5), docOf("u", 0, 0, "")},
+	{"a varint that is longer than it need be is accepted", wire{}.str(1, "u").varint(2, 1).raw(3<<3, 0x85, 0x80, 0x80, 0x00), docOf("u", 1, 5, "")},
+	{"first_fetch_time is ignored", wire{}.str(1, "u").varint(2, 1).varint(3, 9).varint(5, 1), docOf("u", 1, 9, "")},
+	{"first_fetch_time is ignored even with another wire type", wire{}.str(1, "u").varint(2, 1).varint(3, 2).str(5, "\xff"), docOf("u", 1, 2, "")},
+	{"unknown fields of every wire type are skipped", wire{}.varint(6, 1).fixed32(7, 2).fixed64(8, 3).str(9, "\xff").raw(10<<3|3, 11<<3, 1, 10<<3|4).str(1, "u").varint(2, 1).varint(3, 2).varint(536870911, 5), docOf("u", 1, 2, "")},
 }
 
 func TestDecodeProtobufAcceptsGoodInput(t *testing.T) {
@@ -145,6 +147,8 @@ var badProtobuf = []struct {
 	reason string
 }{
 	{"an empty message has no url", wire{}, "url: missing or empty"},
+	{"a missing fetch_time is not 0", wire{}.str(1, "u").varint(2, 1).str(4, "t"), "fetch_time: missing"},
+	{"a missing pub_date is not 0", wire{}.str(1, "u").varint(3, 1).str(4, "t"), "pub_date: missing"},
 	{"a NUL in the text cannot be stored", wire{}.str(1, "u").str(4, "a\x00b"), "text: contains a NUL character"},
 	{"a message without field 1 has no url", wire{}.varint(3, 2).str(4, "t"), "url: missing or empty"},
 	{"an empty url is missing", wire{}.str(1, "").varint(3, 2), "url: missing or empty"},

@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/redact/redacttest"
 	"github.com/docexec/docexec/internal/testenv"
 )
 
@@ -142,6 +144,65 @@ func TestAnInvalidConfigurationExitsTwoNamingTheSetting(t *testing.T) {
 			t.Errorf("%v: %v, output %q; want exit 2 naming %s", c.args, err, out, c.want)
 		}
 	}
+}
+
+// TestTheExecutorNeverPrintsItsPostgresPassword starts the real binary with
+// every spelling of a DSN password, against a port where nothing listens or
+// with a DSN that does not parse, and reads everything it prints.
+func TestTheExecutorNeverPrintsItsPostgresPassword(t *testing.T) {
+	brokers := testenv.Kafka(t, 1, "in", "out", "dlq")
+	redis := testenv.RedisAddr(t)
+	bin := binary(t)
+	for _, tc := range redacttest.DSNs(freeAddr(t)) {
+		t.Run(tc.Name, func(t *testing.T) {
+			cmd := exec.Command(bin, "executor", "--pool", "secret", "--partition", "0", "--kafka.brokers", strings.Join(brokers, ","),
+				"--kafka.inputTopic", "in", "--kafka.outputTopic", "out", "--kafka.deadLetterTopic", "dlq",
+				"--redis.addresses", redis, "--listen", freeAddr(t), "--logFormat", "text")
+			cmd.Env = append(os.Environ(), "DOCEXEC_POSTGRES_DSN="+tc.DSN)
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			// It either refuses the DSN and exits, or says it cannot reach
+			// PostgreSQL and waits; both name PostgreSQL.
+			deadline := time.After(30 * time.Second)
+			for !strings.Contains(strings.ToLower(out.String()), "postgres") {
+				select {
+				case <-done:
+					done <- nil
+				case <-deadline:
+					t.Fatalf("nothing said about PostgreSQL in 30 s:\n%s", out.String())
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			cmd.Process.Kill() //nolint:errcheck // may have exited
+			<-done
+			if strings.Contains(out.String(), redacttest.Marker) {
+				t.Fatalf("the output shows (part of) the password:\n%s", out.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while a test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {

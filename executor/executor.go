@@ -32,6 +32,7 @@ import (
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/redact"
 )
 
 // Exit codes of Main.
@@ -56,7 +57,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "docexec executor: invalid configuration: %v\n", err)
 		return ExitUsage
 	}
-	log := NewLogger(stderr, cfg.LogFormat)
+	log := NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
 	klog.SetSlogLogger(log) // client-go's election logs, in the same format
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("Executor stopped", "err", err)
@@ -65,12 +66,15 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	return ExitOK
 }
 
-// NewLogger returns the structured logger of a log format.
-func NewLogger(w io.Writer, format string) *slog.Logger {
+// NewLogger returns the structured logger of a log format, which masks
+// secrets wherever they appear (errors of libraries quote what they were
+// given).
+func NewLogger(w io.Writer, format string, secrets ...string) *slog.Logger {
+	var h slog.Handler = slog.NewJSONHandler(w, nil)
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, nil))
+		h = slog.NewTextHandler(w, nil)
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(redact.New(secrets...).Handler(h))
 }
 
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {

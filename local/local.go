@@ -39,6 +39,7 @@ import (
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/redact"
 )
 
 // Topic names of local mode.
@@ -105,7 +106,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		fmt.Fprintf(stderr, "docexec local: %v\n", err)
 		return executor.ExitUsage
 	}
-	log := executor.NewLogger(stderr, o.logFormat)
+	log := executor.NewLogger(stderr, o.logFormat, redact.DSN(o.postgres)...)
 	if err := run(ctx, o, stdin, stdout, stderr, log); err != nil {
 		log.Error("Local pipeline failed", "err", err)
 		return executor.ExitFailed

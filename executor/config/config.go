@@ -22,7 +22,9 @@ import (
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/pipeline"
+	"github.com/docexec/docexec/executor/store"
 	"github.com/docexec/docexec/executor/syncer"
+	"github.com/docexec/docexec/internal/redact"
 )
 
 // Config is everything an executor needs to run one partition.
@@ -219,6 +221,12 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.LogFormat, "logFormat", c.LogFormat, "log format: json or text")
 }
 
+// Secrets returns every secret of the configuration, in every spelling
+// that could reach a log (see package redact).
+func (c Config) Secrets() []string {
+	return append(redact.DSN(c.Postgres.DSN), c.Redis.Password, c.Kafka.SASL.Password)
+}
+
 // EnvName returns the environment variable of a flag: kafka.inputTopic is
 // DOCEXEC_KAFKA_INPUT_TOPIC.
 func EnvName(flagName string) string {
@@ -264,6 +272,11 @@ func (c Config) Validate() error {
 	check(len(c.Redis.Addresses) > 0, "redis.addresses", "at least one address is required")
 	check(c.Redis.CleanTTL >= 0, "redis.cleanTTL", "must not be negative")
 	check(c.Postgres.DSN != "", "postgres.dsn", "required (set DOCEXEC_POSTGRES_DSN)")
+	if c.Postgres.DSN != "" {
+		if err := store.CheckDSN(c.Postgres.DSN); err != nil {
+			errs = append(errs, fmt.Errorf("postgres.dsn: %w", err))
+		}
+	}
 	check(c.Batch.Size > 0, "batch.size", "must be positive")
 	check(c.Batch.MaxWait > 0, "batch.maxWait", "must be positive")
 	check(c.Sync.Interval > 0, "sync.interval", "must be positive")

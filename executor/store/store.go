@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/internal/redact"
 )
 
 // DefaultTable is the documents table when Options.Table is empty.
@@ -80,20 +82,48 @@ var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,53}$`)
 
 // OpenPostgres connects to PostgreSQL (dsn as pgx takes it: a URL or
 // key=value pairs) and checks that the server answers. Call Migrate before
-// the first Load or Save on a new database.
+// the first Load or Save on a new database. Its errors never show the DSN
+// or its password.
 func OpenPostgres(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	secrets := redact.New(redact.DSN(dsn)...)
+	if err := CheckDSN(dsn); err != nil {
+		return nil, err
+	}
 	db, err := gorm.Open(postgres.Open(dsn), gormConfig())
 	if err != nil {
-		return nil, fmt.Errorf("store: open postgres: %w", err)
+		return nil, secrets.Error(fmt.Errorf("store: open postgres: %w", err))
 	}
 	s, err := newStore(db, "postgres", postgresMaxParams, opts)
 	if err != nil {
 		return nil, closeAfter(db, err)
 	}
 	if err := s.Ping(ctx); err != nil {
-		return nil, closeAfter(db, fmt.Errorf("store: open postgres: %w", err))
+		return nil, closeAfter(db, secrets.Error(fmt.Errorf("store: open postgres: %w", err)))
 	}
 	return s, nil
+}
+
+// CheckDSN reports whether pgx can read dsn, saying why not without
+// quoting it: pgx and net/url put the text they refuse, password and all,
+// into their errors.
+func CheckDSN(dsn string) error {
+	_, err := pgconn.ParseConfig(dsn)
+	if err == nil {
+		return nil
+	}
+	cause := err
+	var perr *pgconn.ParseConfigError
+	if errors.As(err, &perr) {
+		cause = perr.Unwrap()
+		var uerr *url.Error
+		if errors.As(cause, &uerr) {
+			cause = uerr.Err // without the URL it quotes
+		}
+	}
+	if cause == nil {
+		cause = errors.New("invalid")
+	}
+	return redact.New(redact.DSN(dsn)...).Error(fmt.Errorf("store: the PostgreSQL DSN does not parse (it is not shown: it may hold a password): %w", cause))
 }
 
 // OpenSQLite opens (creating if need be) the SQLite database at path, or a

@@ -10,11 +10,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/document/documenttest"
+	"github.com/docexec/docexec/internal/redact/redacttest"
 )
 
 var ctx = context.Background()
@@ -534,5 +536,23 @@ func TestOrderedUint64(t *testing.T) {
 	})
 	if err := new(orderedUint64).Scan("12"); err == nil {
 		t.Fatal("scanned a string")
+	}
+}
+
+func TestOpenPostgresNeverPrintsThePassword(t *testing.T) {
+	// Nothing listens on port 1: every DSN fails to parse or to connect.
+	for _, tc := range redacttest.DSNs("127.0.0.1:1") {
+		t.Run(tc.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			st, err := OpenPostgres(ctx, tc.DSN, Options{})
+			if err == nil {
+				st.Close()
+				t.Fatal("opened a server that does not exist")
+			}
+			if strings.Contains(err.Error(), redacttest.Marker) {
+				t.Errorf("the error shows (part of) the password: %v", err)
+			}
+		})
 	}
 }

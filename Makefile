@@ -20,6 +20,11 @@ run-local: ## Run the local pipeline on the sample input.
 sample: ## Regenerate examples/updates.jsonl.
 	$(GO) run ./hack/gensample > examples/updates.jsonl
 
+REALISTIC_BYTES ?= 30000000
+.PHONY: sample-realistic
+sample-realistic: ## Write examples/realistic.jsonl: REALISTIC_BYTES (30 MB) of web-like updates, not committed.
+	$(GO) run ./hack/gensample -realistic -bytes $(REALISTIC_BYTES) -bad-lines > examples/realistic.jsonl
+
 .PHONY: fmt
 fmt: ## gofmt the tree.
 	gofmt -w .

@@ -3,15 +3,27 @@
 // duplicated, with a few bad lines. It is deterministic.
 //
 //	go run ./hack/gensample > examples/updates.jsonl
+//
+// With -realistic it writes a stream of web-like updates instead (package
+// internal/docgen): large multilingual texts, long urls, cut to fit the
+// topic's message limit.
+//
+//	go run ./hack/gensample -realistic -bytes 30000000 -bad-lines > examples/realistic.jsonl
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
+
+	"github.com/docexec/docexec/internal/docgen"
 )
+
+// badLineRate gives about ten bad lines in 30 MB, each kind twice.
+const badLineRate = 0.01
 
 type update struct {
 	URL       string `json:"url"`
@@ -21,6 +33,35 @@ type update struct {
 }
 
 func main() {
+	realistic := flag.Bool("realistic", false, "write a realistic stream instead of the small readable sample")
+	opts := docgen.Options{}
+	flag.Int64Var(&opts.TotalBytes, "bytes", 30_000_000, "with -realistic: stop once this many bytes are written")
+	flag.Uint64Var(&opts.Seed, "seed", 1, "with -realistic: the seed (the same flags give the same bytes)")
+	flag.IntVar(&opts.MaxMessageBytes, "max-message-bytes", docgen.DefaultMaxMessageBytes, "with -realistic: the topic's message limit, which every line fits")
+	badLines := flag.Bool("bad-lines", false, "with -realistic: mix in a few lines that must be dead-lettered")
+	flag.Parse()
+	if !*realistic {
+		writeSample()
+		return
+	}
+	if *badLines {
+		opts.BadLineRate = badLineRate
+	}
+	g, err := docgen.New(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	st, err := g.WriteJSONL(os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "gensample: wrote %d lines (%d bad), %d bytes\n", st.Lines, st.BadLines, st.Bytes)
+}
+
+// writeSample writes examples/updates.jsonl.
+func writeSample() {
 	r := rand.New(rand.NewPCG(2026, 11))
 	const start = 1_790_000_000 // seconds, autumn 2026
 	var updates []update

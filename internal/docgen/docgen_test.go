@@ -118,8 +118,8 @@ func TestGoodLinesDecodeToTheirUpdateAndBadOnesAreRefused(t *testing.T) {
 			t.Fatalf("line %d: update %.200q is not storable", i, l.Update.Text)
 		}
 	}
-	if len(kinds) != 5 {
-		t.Errorf("got bad lines %v, want all five kinds", kinds)
+	if len(kinds) != 6 {
+		t.Errorf("got bad lines %v, want all six kinds", kinds)
 	}
 }
 

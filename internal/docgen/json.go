@@ -104,8 +104,7 @@ func appendString(b []byte, s string) []byte {
 }
 
 // escapedLen is the length of s in a JSON string as docexec writes it on
-// output: escaped as appendString does, and U+2028 and U+2029 as \u2028 and
-// \u2029 too.
+// output: escaped as appendString does.
 func escapedLen(s string) int {
 	n := len(s)
 	for i := 0; i < len(s); i++ {
@@ -114,8 +113,6 @@ func escapedLen(s string) int {
 			n++
 		case c < 0x20:
 			n += 5
-		case c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9):
-			n += 3
 		}
 	}
 	return n
@@ -133,6 +130,9 @@ var badLines = []struct {
 	}},
 	{"no url", func(b []byte, d document.Document) []byte {
 		return appendLine(b, d, encoding{order: []int{fieldPubDate, fieldFetchTime, fieldText}})
+	}},
+	{"no fetchTime", func(b []byte, d document.Document) []byte {
+		return appendLine(b, d, encoding{order: []int{fieldURL, fieldPubDate, fieldText}})
 	}},
 	{"a negative fetchTime", func(b []byte, d document.Document) []byte {
 		return appendWithFetchTime(b, d, "-"+strconv.FormatUint(d.FetchTime, 10))

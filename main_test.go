@@ -76,7 +76,7 @@ func TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	if code, _ := get("http://" + listen + "/healthz"); code != 200 {
 		t.Fatalf("/healthz: %d", code)
 	}
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers}, kafka.DefaultMaxMessageBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

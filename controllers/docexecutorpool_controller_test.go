@@ -226,7 +226,8 @@ func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
 	for _, v := range c.Env {
 		switch {
 		case v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil:
-			envOf[v.Name] = "from-secret-" + v.ValueFrom.SecretKeyRef.Name
+			// Parseable as a DSN, since the executor checks that one is.
+			envOf[v.Name] = "postgres://from-secret-" + v.ValueFrom.SecretKeyRef.Name
 		case v.ValueFrom != nil && v.ValueFrom.FieldRef != nil:
 			envOf[v.Name] = "pod-" + v.ValueFrom.FieldRef.FieldPath
 		case v.ValueFrom == nil:
@@ -237,7 +238,7 @@ func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the pod's configuration does not load: %v\n%s", err, cm.Data["config.yaml"])
 	}
-	if cfg.Partition != 1 || cfg.Pool != "docs" || cfg.Postgres.DSN != "from-secret-pg" || cfg.Redis.Password != "from-secret-redis" ||
+	if cfg.Partition != 1 || cfg.Pool != "docs" || cfg.Postgres.DSN != "postgres://from-secret-pg" || cfg.Redis.Password != "postgres://from-secret-redis" ||
 		cfg.Leader.Lease != "docs-p1" || cfg.Leader.Namespace != "pod-metadata.namespace" || cfg.Leader.Identity != "pod-metadata.name" ||
 		time.Duration(cfg.Leader.LeaseDuration) != 5*time.Second {
 		t.Fatalf("executor configuration %+v", cfg)

@@ -90,6 +90,7 @@ func executorConfig(p *docexecv1.DocExecutorPool) ([]byte, error) {
 	c.Kafka.InputTopic, c.Kafka.OutputTopic, c.Kafka.DeadLetterTopic = s.Kafka.InputTopic, s.Kafka.OutputTopic, s.Kafka.DeadLetterTopic
 	c.Kafka.Group = "docexec-" + p.Name
 	c.Kafka.Format = s.Kafka.Format
+	c.Kafka.Compression = s.Kafka.Compression
 	c.Kafka.StartOffset = kafka.StartOffset(s.Kafka.StartOffset)
 	if s.Kafka.TLS != nil {
 		c.Kafka.TLS.Enabled = true

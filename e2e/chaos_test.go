@@ -135,7 +135,7 @@ func (f *fleet) produce(n int, seed uint64) {
 
 // tryProduce is produce for goroutines other than the test's.
 func (f *fleet) tryProduce(n int, seed uint64) error {
-	p, err := kafka.NewProducer(kafka.Config{Brokers: f.brokers})
+	p, err := kafka.NewProducer(kafka.Config{Brokers: f.brokers}, kafka.DefaultMaxMessageBytes)
 	if err != nil {
 		return err
 	}

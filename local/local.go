@@ -210,12 +210,21 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 	defer progress.stop()
 
 	var read int64
+	var tooLarge atomic.Int64 // input lines dead-lettered before Kafka
 	if o.input != "" {
 		in, closeIn, err := open(o.input, stdin)
 		if err != nil {
 			return err
 		}
-		read, err = feed(failed, kcfg, in, codecJSON)
+		limit, _, err := client.MaxMessageBytes(InputTopic)
+		if err != nil {
+			closeIn()
+			return err
+		}
+		read, err = feed(failed, kcfg, limit, in, codecJSON, func(line []byte, why string) {
+			tooLarge.Add(1)
+			deadLetters.write(deadLetterJSON(why, InputTopic, -1, -1, line), true)
+		})
 		closeIn()
 		if err != nil {
 			stopExecutors()
@@ -254,7 +263,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 	}
 	elapsed := time.Since(started)
 	fmt.Fprintf(stderr, "docexec local: read %d, emitted %d, unchanged %d, dead-lettered %d, handovers %d in %s (%.0f docs/s)\n",
-		read, final.emitted, final.unchanged, final.deadLettered, handovers.Load(), elapsed.Round(time.Millisecond), float64(final.in)/elapsed.Seconds())
+		read, final.emitted, final.unchanged, final.deadLettered+tooLarge.Load(), handovers.Load(), elapsed.Round(time.Millisecond), float64(final.in)/elapsed.Seconds())
 	return nil
 }
 
@@ -367,11 +376,12 @@ func openStore(ctx context.Context, o options) (*store.Store, func(), error) {
 }
 
 // feed produces every non-blank line to the input topic keyed by its url
-// (lines that do not decode go unkeyed: the executor dead-letters them). It
-// sends a batch when it is full or when no more input is at hand, so a
-// stream on stdin flows line by line.
-func feed(ctx context.Context, cfg kafka.Config, in io.Reader, c codec.Codec) (int64, error) {
-	p, err := kafka.NewProducer(cfg)
+// (lines that do not decode go unkeyed: the executor dead-letters them). A
+// line larger than the topic accepts (limit, its max.message.bytes) goes
+// to tooLarge instead. It sends a batch when it is full or when no more
+// input is at hand, so a stream on stdin flows line by line.
+func feed(ctx context.Context, cfg kafka.Config, limit int, in io.Reader, c codec.Codec, tooLarge func(line []byte, why string)) (int64, error) {
+	p, err := kafka.NewProducer(cfg, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -402,6 +412,10 @@ func feed(ctx context.Context, cfg kafka.Config, in io.Reader, c codec.Codec) (i
 			m := kafka.Message{Topic: InputTopic, Value: bytes.TrimRight(line, "\r\n")}
 			if d, derr := c.Decode(m.Value); derr == nil {
 				m.Key = []byte(d.URL)
+			}
+			if !p.Fits(m) {
+				tooLarge(m.Value, fmt.Sprintf("line too large for topic %s: %d bytes with its key, more than the %d that max.message.bytes %d allows", InputTopic, kafka.RecordBytes(m), p.Budget(), limit))
+				continue
 			}
 			batch = append(batch, m)
 			if len(batch) == cap(batch) {
@@ -504,13 +518,19 @@ func deadLetterLine(m *kafka.Record) []byte {
 	}
 	off, _ := strconv.ParseInt(header(pipeline.HeaderOffset), 10, 64)
 	part, _ := strconv.Atoi(header(pipeline.HeaderPartition))
+	return deadLetterJSON(header(pipeline.HeaderReason), header(pipeline.HeaderTopic), part, off, m.Value)
+}
+
+// deadLetterJSON is the line of --dead-letter: why, where the message was
+// (partition and offset -1 for a line that never reached Kafka) and what.
+func deadLetterJSON(reason, topic string, partition int, offset int64, line []byte) []byte {
 	b, _ := json.Marshal(struct {
 		Reason    string `json:"reason"`
 		Topic     string `json:"topic"`
 		Partition int    `json:"partition"`
 		Offset    int64  `json:"offset"`
 		Line      string `json:"line"`
-	}{header(pipeline.HeaderReason), header(pipeline.HeaderTopic), part, off, string(m.Value)})
+	}{reason, topic, partition, offset, string(line)})
 	return b
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docexec/docexec/internal/docgen"
 	"github.com/docexec/docexec/local"
 )
 
@@ -141,6 +142,71 @@ func TestLocalModeMatchesTheOracle(t *testing.T) {
 	}
 	summary := fmt.Sprintf("read %d, emitted %d, unchanged %d, dead-lettered %d", len(updates)+bad, changes, len(updates)-changes, bad)
 	if !strings.Contains(stderr.String(), summary) {
+		t.Fatalf("summary missing %q in:\n%s", summary, stderr.String())
+	}
+}
+
+// TestLocalModeProcessesRealisticDocuments feeds web-like documents (texts
+// of kilobytes up to the topic's limit, every script, long urls) and one
+// line larger than the input topic takes: every state comes out, the line
+// is dead-lettered with the reason, and the run exits 0.
+func TestLocalModeProcessesRealisticDocuments(t *testing.T) {
+	gen, err := docgen.New(docgen.Options{Seed: 11, TotalBytes: 8 << 20, BadLineRate: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var input bytes.Buffer
+	var updates []doc
+	var bad int
+	for l := range gen.Lines() {
+		input.Write(l.JSON)
+		input.WriteByte('\n')
+		if l.Bad != "" {
+			bad++
+			continue
+		}
+		u := l.Update
+		updates = append(updates, doc{URL: u.URL, PubDate: u.PubDate, FetchTime: u.FetchTime, Text: u.Text})
+	}
+	huge := fmt.Sprintf(`{"url":"https://huge.example/","pubDate":1,"fetchTime":2,"text":%q}`, strings.Repeat("x", 1100000))
+	input.WriteString(huge + "\n")
+	dir := t.TempDir()
+	output, dead := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "dead.jsonl")
+	var stderr bytes.Buffer
+	code := local.Main(context.Background(), []string{"--input", "-", "--output", output, "--dead-letter", dead, "--partitions", "2"},
+		&input, nil, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	final, changes := oracle(updates)
+	last := map[string]doc{}
+	emitted := readLines[doc](t, output)
+	for _, d := range emitted {
+		last[d.URL] = d
+	}
+	if len(emitted) != changes || len(last) != len(final) {
+		t.Fatalf("emitted %d states of %d urls, want %d of %d", len(emitted), len(last), changes, len(final))
+	}
+	for u, want := range final {
+		if last[u] != want {
+			t.Fatalf("last state of %s differs from the oracle's", u)
+		}
+	}
+	type deadLetter struct{ Reason, Line string }
+	got := readLines[deadLetter](t, dead)
+	if len(got) != bad+1 {
+		t.Fatalf("%d dead letters, want the %d bad lines and the huge one", len(got), bad)
+	}
+	var tooLarge []deadLetter
+	for _, d := range got {
+		if strings.Contains(d.Reason, "too large") {
+			tooLarge = append(tooLarge, d)
+		}
+	}
+	if len(tooLarge) != 1 || tooLarge[0].Line != huge || !strings.Contains(tooLarge[0].Reason, "max.message.bytes") {
+		t.Fatalf("dead letters for size: %d, want the huge line, whole, with the topic's limit in the reason", len(tooLarge))
+	}
+	if summary := fmt.Sprintf("emitted %d, unchanged %d, dead-lettered %d", changes, len(updates)-changes, bad+1); !strings.Contains(stderr.String(), summary) {
 		t.Fatalf("summary missing %q in:\n%s", summary, stderr.String())
 	}
 }

@@ -88,6 +88,12 @@ type KafkaSpec struct {
 	// +kubebuilder:default=earliest
 	// +optional
 	StartOffset string `json:"startOffset,omitempty"`
+	// Compression of the batches the executors produce. Batches (after
+	// compression) never exceed the topics' max.message.bytes.
+	// +kubebuilder:validation:Enum=none;gzip;snappy;lz4;zstd
+	// +kubebuilder:default=lz4
+	// +optional
+	Compression string `json:"compression,omitempty"`
 	// TLS encrypts connections to the brokers.
 	// +optional
 	TLS *KafkaTLS `json:"tls,omitempty"`

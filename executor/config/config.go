@@ -113,7 +113,7 @@ type Leader struct {
 // Default returns the configuration before file, environment and flags.
 func Default() Config {
 	return Config{
-		Kafka:           Kafka{Format: codec.FormatJSON, StartOffset: kafka.Earliest},
+		Kafka:           Kafka{Config: kafka.Config{Compression: kafka.DefaultCompression}, Format: codec.FormatJSON, StartOffset: kafka.Earliest},
 		Batch:           Batch{Size: pipeline.DefaultBatchSize, MaxWait: Duration(pipeline.DefaultBatchWait)},
 		Sync:            Sync{Interval: Duration(pipeline.DefaultSyncInterval), BatchSize: syncer.DefaultBatchSize},
 		Leader:          Leader{LeaseDuration: Duration(5 * time.Second), RenewDeadline: Duration(3 * time.Second), RetryPeriod: Duration(time.Second)},
@@ -199,6 +199,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Kafka.DeadLetterTopic, "kafka.deadLetterTopic", c.Kafka.DeadLetterTopic, "topic of bad input")
 	fs.StringVar(&c.Kafka.Group, "kafka.group", c.Kafka.Group, "consumer group (default docexec-<pool>)")
 	fs.StringVar(&c.Kafka.Format, "kafka.format", c.Kafka.Format, "wire format: json or protobuf")
+	fs.StringVar(&c.Kafka.Compression, "kafka.compression", c.Kafka.Compression, "compression of produced batches: none, gzip, snappy, lz4 or zstd")
 	fs.Var((*startValue)(&c.Kafka.StartOffset), "kafka.startOffset", "where a new partition starts: earliest or latest")
 	fs.Var(listValue{&c.Redis.Addresses}, "redis.addresses", "comma-separated Redis addresses (server or cluster seeds)")
 	fs.StringVar(&c.Redis.Username, "redis.username", c.Redis.Username, "Redis ACL user")

@@ -49,9 +49,13 @@ func (c *Client) Close() error {
 	return errors.Join(c.consumer.Close(), c.sc.Close())
 }
 
-// Partitions returns how many partitions topic has.
+// Partitions returns how many partitions topic has; the error wraps
+// ErrNoTopic when it does not exist.
 func (c *Client) Partitions(topic string) (int32, error) {
 	if err := c.sc.RefreshMetadata(topic); err != nil {
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			return 0, fmt.Errorf("%w: %q", ErrNoTopic, topic)
+		}
 		return 0, fmt.Errorf("kafka: metadata of topic %q: %w", topic, err)
 	}
 	ps, err := c.sc.Partitions(topic)

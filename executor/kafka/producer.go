@@ -13,11 +13,13 @@ import (
 type Producer struct {
 	client   sarama.Client
 	producer sarama.SyncProducer
+	budget   int
 }
 
-// NewProducer opens an idempotent producer.
-func NewProducer(cfg Config) (*Producer, error) {
-	sc, err := cfg.idempotentProducer(sarama.NewHashPartitioner)
+// NewProducer opens an idempotent producer to topics that accept record
+// batches of limit bytes (MaxMessageBytes).
+func NewProducer(cfg Config, limit int) (*Producer, error) {
+	sc, err := cfg.idempotentProducer(sarama.NewHashPartitioner, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -30,8 +32,14 @@ func NewProducer(cfg Config) (*Producer, error) {
 		client.Close()
 		return nil, fmt.Errorf("kafka: open producer: %w", err)
 	}
-	return &Producer{client: client, producer: producer}, nil
+	return &Producer{client: client, producer: producer, budget: sc.Producer.MaxMessageBytes}, nil
 }
+
+// Fits reports whether m is small enough to send (see RecordBudget).
+func (p *Producer) Fits(m Message) bool { return RecordBytes(m) <= p.budget }
+
+// Budget is the largest record the producer sends, as RecordBytes counts.
+func (p *Producer) Budget() int { return p.budget }
 
 // Send writes msgs (their Partition is ignored: the key decides) and waits
 // until all are acknowledged.

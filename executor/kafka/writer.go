@@ -15,7 +15,8 @@ var (
 	// newer executor owns the partition.
 	ErrFenced = errors.New("kafka: producer fenced by a newer executor")
 	// ErrPermanent marks a batch that no retry can publish (a record larger
-	// than the broker accepts): the executor must stop rather than loop.
+	// than the topic accepts): the term must end rather than loop; the next
+	// one reads the topics' limits again.
 	ErrPermanent = errors.New("kafka: the batch cannot be published")
 )
 
@@ -30,6 +31,10 @@ type WriterOptions struct {
 	// InputTopic and Partition are what the committed offsets refer to.
 	InputTopic string
 	Partition  int32
+	// MaxMessageBytes is the largest record batch the output and
+	// dead-letter topics accept (Client.MaxMessageBytes); no batch is
+	// larger and records above Budget are refused.
+	MaxMessageBytes int
 	// Log receives a warning for each retried transaction; nil: slog's default.
 	Log *slog.Logger
 }
@@ -54,6 +59,9 @@ func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
 	w := &Writer{cfg: cfg, opts: opts}
 	if err := w.open(); err != nil {
 		return nil, err
@@ -62,7 +70,7 @@ func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
 }
 
 func (w *Writer) open() error {
-	sc, err := w.cfg.idempotentProducer(sarama.NewManualPartitioner)
+	sc, err := w.cfg.idempotentProducer(sarama.NewManualPartitioner, w.opts.MaxMessageBytes)
 	if err != nil {
 		return err
 	}
@@ -80,6 +88,10 @@ func (w *Writer) open() error {
 	w.client, w.producer = client, producer
 	return nil
 }
+
+// Budget is the largest record Publish sends, as RecordBytes counts: the
+// caller replaces larger ones (a batch holding one cannot be published).
+func (w *Writer) Budget() int { return RecordBudget(w.opts.MaxMessageBytes, w.cfg.compression()) }
 
 // Close closes the producer.
 func (w *Writer) Close() error {
@@ -180,6 +192,12 @@ func classify(err error) error {
 		if errors.Is(err, permanent) {
 			return fmt.Errorf("%w: %w", ErrPermanent, err)
 		}
+	}
+	// sarama refuses a record above Producer.MaxMessageBytes itself, with
+	// a configuration error: no retry sends it.
+	var cerr sarama.ConfigurationError
+	if errors.As(err, &cerr) {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	var perrs sarama.ProducerErrors
 	if errors.As(err, &perrs) && len(perrs) > 0 {

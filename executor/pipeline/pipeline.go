@@ -262,10 +262,17 @@ type batch struct {
 func (e *Executor) runOnce(ctx context.Context) error {
 	o, d := e.opts, e.deps
 	e.lag.Store(-1) // a new term reports its own lag
+	// Each term reads the topics' limits afresh: a batch the broker refused
+	// as too large ends the term, and the next one cuts it to the new size.
+	limit, err := e.maxMessageBytes()
+	if err != nil {
+		return err
+	}
 	// Opening the writer fences every older producer of the partition.
 	writer, err := kafka.NewWriter(d.KafkaConfig, kafka.WriterOptions{
 		TransactionalID: kafka.TransactionalID(o.Pool, o.InputTopic, o.Partition),
 		Group:           o.Group, InputTopic: o.InputTopic, Partition: o.Partition, Log: d.Log,
+		MaxMessageBytes: limit,
 	})
 	if err != nil {
 		return err
@@ -298,7 +305,7 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	sync := &syncer.Syncer{State: d.State, Store: d.Store, Pool: o.Pool, Part: o.Partition, Batch: o.SyncBatch, Metrics: d.Metrics, Log: d.Log}
 
 	batches := make(chan batch, 2)
-	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions}
+	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions, limit: limit, budget: writer.Budget()}
 	g.Go(func() error { defer close(batches); return p.run(gctx, ctx.Done(), reader, batches) })
 	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
 	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
@@ -314,6 +321,23 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	}
 	d.Log.Info("Stopped partition after a final sync", "synced", rows)
 	return nil
+}
+
+// maxMessageBytes returns the largest record batch that both the output and
+// the dead-letter topic accept.
+func (e *Executor) maxMessageBytes() (int, error) {
+	limit := 0
+	for _, topic := range []string{e.opts.OutputTopic, e.opts.DeadLetterTopic} {
+		n, source, err := e.deps.Kafka.MaxMessageBytes(topic)
+		if err != nil {
+			return 0, err
+		}
+		e.deps.Log.Debug("Read a topic's size limit", "topic", topic, "maxMessageBytes", n, "source", source)
+		if limit == 0 || n < limit {
+			limit = n
+		}
+	}
+	return limit, nil
 }
 
 // write publishes batches in order until the channel closes.
@@ -337,6 +361,9 @@ type processor struct {
 	*Executor
 	pos                  position
 	deadLetterPartitions int32
+	// limit is the output and dead-letter topics' max.message.bytes;
+	// budget the largest record the writer sends (kafka.RecordBytes).
+	limit, budget int
 }
 
 // run batches messages until finish closes (then it flushes the batch in
@@ -400,6 +427,7 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 	o, d := p.opts, p.deps
 	b := batch{next: msgs[len(msgs)-1].Offset + 1, highWaterMark: highWaterMark}
 	updates := make([]state.Update, 0, len(msgs))
+	sources := make([]*sarama.ConsumerMessage, 0, len(msgs)) // of each update
 	for _, m := range msgs {
 		emit := state.EmitChanged
 		switch {
@@ -411,26 +439,45 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 		doc, err := d.Codec.Decode(m.Value)
 		if err != nil {
 			if emit != state.EmitNever {
-				b.msgs = append(b.msgs, p.deadLetter(m, err))
+				b.msgs = append(b.msgs, p.deadLetter(m, m.Key, m.Value, reason(err)))
 				b.deadLettered++
 			}
 			continue
 		}
 		updates = append(updates, state.Update{Doc: doc, Emit: emit})
+		sources = append(sources, m)
 	}
 	res, err := p.apply(ctx, updates, b.next)
 	if err != nil {
 		return batch{}, err
 	}
-	for _, s := range res.Emitted {
-		b.msgs = append(b.msgs, kafka.Message{Topic: o.OutputTopic, Partition: o.Partition, Key: []byte(s.URL), Value: d.Codec.Encode(s)})
+	for i, s := range res.Emitted {
+		out := kafka.Message{Topic: o.OutputTopic, Partition: o.Partition, Key: []byte(s.URL), Value: d.Codec.Encode(s)}
+		if size := kafka.RecordBytes(out); size > p.budget {
+			// Stored in Redis (and soon PostgreSQL) all the same: only its
+			// publication is impossible, which a small dead letter says.
+			why := fmt.Sprintf("state too large to publish: %d bytes, more than the %d that topics of max.message.bytes %d take; it is stored in Redis and PostgreSQL", size, p.budget, p.limit)
+			b.msgs = append(b.msgs, p.deadLetter(sources[res.EmittedBy[i]], out.Key, nil, why))
+			b.deadLettered++
+			continue
+		}
+		b.msgs = append(b.msgs, out)
+		b.emitted++
 	}
-	b.emitted = len(res.Emitted)
 	d.Metrics.In.Add(float64(len(msgs)))
 	d.Metrics.Unchanged.Add(float64(res.Unchanged))
 	d.Metrics.ReadThrough.Add(float64(res.ReadThrough))
 	d.Metrics.BatchSeconds.Observe(time.Since(started).Seconds())
 	return b, nil
+}
+
+// reason is what a dead letter says of a decoding error.
+func reason(err error) string {
+	var bad *codec.BadInputError
+	if errors.As(err, &bad) {
+		return bad.Reason
+	}
+	return err.Error()
 }
 
 // apply merges updates into Redis, retrying failures that may pass (Redis
@@ -464,23 +511,29 @@ func (p *processor) apply(ctx context.Context, updates []state.Update, next int6
 	}
 }
 
-// deadLetter wraps a bad message for the dead-letter topic: its key and
-// value unchanged, why and where from in headers.
-func (p *processor) deadLetter(m *sarama.ConsumerMessage, err error) kafka.Message {
-	reason := err.Error()
-	var bad *codec.BadInputError
-	if errors.As(err, &bad) {
-		reason = bad.Reason
-	}
-	return kafka.Message{
+// deadLetter makes the dead letter of input message m: key and value (the
+// message's own, for bad input), why, and where m came from. One that the
+// dead-letter topic could not take leaves its value out, then its key: m
+// itself stays readable where the headers say.
+func (p *processor) deadLetter(m *sarama.ConsumerMessage, key, value []byte, why string) kafka.Message {
+	dl := kafka.Message{
 		Topic:     p.opts.DeadLetterTopic,
 		Partition: p.opts.Partition % p.deadLetterPartitions,
-		Key:       m.Key, Value: m.Value,
+		Key:       key, Value: value,
 		Headers: []sarama.RecordHeader{
-			{Key: []byte(HeaderReason), Value: []byte(reason)},
+			{Key: []byte(HeaderReason), Value: []byte(why)},
 			{Key: []byte(HeaderTopic), Value: []byte(m.Topic)},
 			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(m.Partition)))},
 			{Key: []byte(HeaderOffset), Value: []byte(strconv.FormatInt(m.Offset, 10))},
 		},
 	}
+	for _, drop := range []func(){func() { dl.Value = nil }, func() { dl.Key = nil }} {
+		size := kafka.RecordBytes(dl)
+		if size <= p.budget {
+			break
+		}
+		drop()
+		dl.Headers[0].Value = fmt.Appendf(nil, "%s (the dead letter left out the message's key or value: %d bytes are more than the dead-letter topic takes)", why, size)
+	}
+	return dl
 }

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,13 +48,18 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	cfg := kafka.Config{Brokers: testenv.Kafka(t, 1, "in", "out", "dlq")}
+	return newHarnessOn(t, testenv.Kafka(t, 1, "in", "out", "dlq"))
+}
+
+// newHarnessOn is newHarness on brokers that hold the topics already.
+func newHarnessOn(t *testing.T, brokers []string) *harness {
+	cfg := kafka.Config{Brokers: brokers}
 	client, err := kafka.Connect(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	producer, err := kafka.NewProducer(cfg)
+	producer, err := kafka.NewProducer(cfg, kafka.DefaultMaxMessageBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,5 +487,76 @@ func TestStoppingWhileStartingIsAStop(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatalf("a stop while starting returned %v", err)
 		}
+	}
+}
+
+// smallTopics returns brokers whose output and dead-letter topics accept
+// record batches of limit bytes (the input topic keeps the default).
+func smallTopics(t *testing.T, limit int) []string {
+	brokers := testenv.Kafka(t, 1, "in")
+	for _, topic := range []string{"out", "dlq"} {
+		testenv.CreateTopic(t, brokers, topic, 1, map[string]string{"max.message.bytes": strconv.Itoa(limit)})
+	}
+	return brokers
+}
+
+func headersOf(r *kafka.Record) map[string]string {
+	out := map[string]string{}
+	for _, hd := range r.Headers {
+		out[string(hd.Key)] = string(hd.Value)
+	}
+	return out
+}
+
+func TestAStateTooLargeToPublishIsDeadLetteredAndStillStored(t *testing.T) {
+	h := newHarnessOn(t, smallTopics(t, 64000))
+	big := strings.Repeat("a web page of many words, ", 4000) // 100 KB
+	h.produce(
+		[]byte(`{"url":"https://small.example/1","pubDate":1,"fetchTime":10,"text":"fits"}`),
+		fmt.Appendf(nil, `{"url":"https://big.example/","pubDate":1,"fetchTime":10,"text":%q}`, big),
+		[]byte(`{"url":"https://small.example/2","pubDate":1,"fetchTime":10,"text":"fits"}`),
+		fmt.Appendf(nil, `{"url":"https://big.example/","pubDate":2,"fetchTime":20,"text":%q}`, big+"more"),
+		[]byte(`{"url":"https://small.example/3","pubDate":1,"fetchTime":10,"text":"fits"}`),
+	)
+	h.runToEnd() // the partition goes on to its end
+
+	var urls []string
+	for _, d := range h.emitted() {
+		urls = append(urls, d.URL)
+	}
+	if want := []string{"https://small.example/1", "https://small.example/2", "https://small.example/3"}; !slices.Equal(urls, want) {
+		t.Fatalf("published %v, want %v", urls, want)
+	}
+	dead := h.records("dlq")
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want one per state too large", len(dead))
+	}
+	for i, r := range dead {
+		hd := headersOf(r)
+		if string(r.Key) != "https://big.example/" || len(r.Value) != 0 || !strings.Contains(hd[pipeline.HeaderReason], "state too large to publish") ||
+			!strings.Contains(hd[pipeline.HeaderReason], "max.message.bytes 64000") || hd[pipeline.HeaderOffset] != []string{"1", "3"}[i] {
+			t.Errorf("dead letter %d: key %q, %d bytes, headers %v", i, r.Key, len(r.Value), hd)
+		}
+	}
+	_, final := h.reference()
+	h.checkStored(final) // the big state is in PostgreSQL, whole
+}
+
+func TestABadMessageTooLargeForTheDeadLetterTopicLeavesItsValueOut(t *testing.T) {
+	h := newHarnessOn(t, smallTopics(t, 64000))
+	bad := []byte(`{"url":"https://a.example/","text":"` + strings.Repeat("x", 100000)) // unterminated
+	h.produce(bad, []byte(`{"url":"https://a.example/","pubDate":1,"fetchTime":2,"text":"ok"}`))
+	h.runToEnd()
+	dead := h.records("dlq")
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
+	hd := headersOf(dead[0])
+	if len(dead[0].Value) != 0 || !strings.HasPrefix(hd[pipeline.HeaderReason], "not JSON") || !strings.Contains(hd[pipeline.HeaderReason], "left out") ||
+		hd[pipeline.HeaderTopic] != "in" || hd[pipeline.HeaderOffset] != "0" {
+		t.Fatalf("dead letter of %d bytes, headers %v; want no value, the reason, and where the message is", len(dead[0].Value), hd)
+	}
+	if got := h.emitted(); len(got) != 1 {
+		t.Fatalf("emitted %v, want the good update's state", got)
 	}
 }

@@ -140,8 +140,10 @@ type Update struct {
 
 // Result is what one batch did.
 type Result struct {
-	// Emitted holds the states to publish, in update order.
-	Emitted []document.Document
+	// Emitted holds the states to publish, in update order; EmittedBy the
+	// index of the update that emitted each.
+	Emitted   []document.Document
+	EmittedBy []int
 	// Unchanged counts updates that changed nothing (duplicates, and
 	// versions between the first and the last).
 	Unchanged int
@@ -247,25 +249,26 @@ func (s *State) apply(ctx context.Context, keys, args []string, updates []Update
 	}
 	out := applyResult{Result: Result{Unchanged: int(unchanged), Emitted: make([]document.Document, 0, len(rows))}}
 	for _, row := range rows {
-		d, err := emittedState(row, updates)
+		d, by, err := emittedState(row, updates)
 		if err != nil {
 			return applyResult{}, fmt.Errorf("state: apply batch: reading emitted state: %w", err)
 		}
 		out.Emitted = append(out.Emitted, d)
+		out.EmittedBy = append(out.EmittedBy, by)
 	}
 	return out, nil
 }
 
 // emittedState decodes {update index, p, f, ff, text or nil}; a nil text
 // means the update's own, which the script does not send back.
-func emittedState(row rueidis.RedisMessage, updates []Update) (document.Document, error) {
+func emittedState(row rueidis.RedisMessage, updates []Update) (document.Document, int, error) {
 	f, err := row.ToArray()
 	if err != nil || len(f) != 5 {
-		return document.Document{}, fmt.Errorf("malformed row (%v)", err)
+		return document.Document{}, 0, fmt.Errorf("malformed row (%v)", err)
 	}
 	i, err := f[0].AsInt64()
 	if err != nil || i < 0 || int(i) >= len(updates) {
-		return document.Document{}, fmt.Errorf("bad update index (%v)", err)
+		return document.Document{}, 0, fmt.Errorf("bad update index (%v)", err)
 	}
 	d := document.Document{URL: updates[i].Doc.URL}
 	for j, dst := range []*uint64{&d.PubDate, &d.FetchTime, &d.FirstFetchTime} {
@@ -274,13 +277,13 @@ func emittedState(row rueidis.RedisMessage, updates []Update) (document.Document
 			*dst, err = strconv.ParseUint(digits, 10, 64)
 		}
 		if err != nil {
-			return document.Document{}, fmt.Errorf("bad number: %w", err)
+			return document.Document{}, 0, fmt.Errorf("bad number: %w", err)
 		}
 	}
 	if d.Text, err = f[4].ToString(); err != nil {
 		d.Text = updates[i].Doc.Text
 	}
-	return d, nil
+	return d, int(i), nil
 }
 
 // numberWidth is the width of the largest uint64 in decimal digits.

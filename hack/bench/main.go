@@ -157,7 +157,7 @@ const messageSize = 220
 // produce writes n updates of urls, each url's versions out of order and
 // about one in five duplicated.
 func produce(cfg kafka.Config, n, urls int) error {
-	p, err := kafka.NewProducer(cfg)
+	p, err := kafka.NewProducer(cfg, kafka.DefaultMaxMessageBytes)
 	if err != nil {
 		return err
 	}

@@ -560,3 +560,22 @@ func TestABadMessageTooLargeForTheDeadLetterTopicLeavesItsValueOut(t *testing.T)
 		t.Fatalf("emitted %v, want the good update's state", got)
 	}
 }
+
+func TestAnEightKilobyteURLGoesThroughRedisTheSyncAndPostgreSQL(t *testing.T) {
+	h := newHarness(t)
+	long := "https://search.example/?q=" + strings.Repeat("%E6%97%A5%E6%9C%AC+caf%C3%A9+", 300)
+	long = long[:8<<10]
+	for i, fetch := range []int{20, 10, 30, 20} {
+		h.produce(fmt.Appendf(nil, `{"url":%q,"pubDate":%d,"fetchTime":%d,"text":"v%d"}`, long, i, fetch, fetch))
+	}
+	h.runToEnd()
+	wantEmits, final := h.reference()
+	if got := h.emitted(); !slices.Equal(got, wantEmits) {
+		t.Fatalf("emitted %+v, want %+v", got, wantEmits)
+	}
+	h.checkStored(final)
+	st := state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: 0})
+	if got, err := st.Get(context.Background(), long); err != nil || got[long] != final[long] {
+		t.Fatalf("Redis holds %+v (%v), want %+v", got[long], err, final[long])
+	}
+}

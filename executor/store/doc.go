@@ -5,7 +5,8 @@
 // # Schema
 //
 //	CREATE TABLE documents (                  -- name set by Options.Table
-//	    url              text PRIMARY KEY,    -- COLLATE "C" in PostgreSQL
+//	    url_hash         bytea PRIMARY KEY,   -- SHA-256 of url (blob in SQLite)
+//	    url              text NOT NULL,       -- COLLATE "C" in PostgreSQL
 //	    pub_date         bigint NOT NULL,     -- uint64, mapped (see below)
 //	    fetch_time       bigint NOT NULL,     -- uint64, mapped
 //	    text             text NOT NULL,       -- COLLATE "C" in PostgreSQL
@@ -19,6 +20,10 @@
 //	    updated_at    timestamptz NOT NULL,   -- datetime in SQLite
 //	    PRIMARY KEY (pool, partition)
 //	);
+//
+// Rows are keyed by the SHA-256 of the url, not the url: a btree index entry
+// holds at most about 2,700 bytes, and urls come up to the size of a Kafka
+// message. Migrate moves a table keyed by url (the first layout) to this key.
 //
 // # Unsigned numbers
 //
@@ -40,22 +45,20 @@
 //
 // # The merge in SQL
 //
-// Save writes states with INSERT ... ON CONFLICT (url) DO UPDATE, whose SET
+// Save writes states with INSERT ... ON CONFLICT (url_hash) DO UPDATE, whose SET
 // clause applies the merge rule of document.Merge column by column: text and
 // fetch_time come from the newer side (greater fetch_time, ties broken by the
 // greater text bytewise), pub_date and first_fetch_time from the older side
 // (smaller first_fetch_time, ties broken by the smaller pub_date). The merge is
 // a join, so a late, repeated or reordered Save can never move a row
 // backwards. Bytewise text comparison is why the text column is COLLATE "C" in
-// PostgreSQL (SQLite's default BINARY collation already compares bytes); the
-// url column has it too, which keeps its index cheap and independent of the
-// server's locale. PostgreSQL's text holds valid UTF-8 without NUL bytes
+// PostgreSQL (SQLite's default BINARY collation already compares bytes). PostgreSQL's text holds valid UTF-8 without NUL bytes
 // only: Save fails (SQLSTATE 22021) on a url or text that is not, so such
 // input must be turned away before it gets here. SQLite stores any bytes.
 //
 // The upsert cannot touch one row twice in a statement, so Save first joins
 // the states of a repeated url with document.Merge, then writes them sorted by
-// url (a fixed lock order, so concurrent Saves cannot deadlock), at most
+// key (a fixed lock order, so concurrent Saves cannot deadlock), at most
 // Options.BatchSize rows per INSERT, all in one transaction.
 //
 // # Watermark and fencing

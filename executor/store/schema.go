@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql/driver"
 	"fmt"
 	"strings"
@@ -37,15 +38,25 @@ func (x *orderedUint64) Scan(src any) error {
 
 // documentRow is a row of the documents table.
 type documentRow struct {
-	URL            string        `gorm:"column:url;primaryKey"`
+	URLHash        []byte        `gorm:"column:url_hash;primaryKey"`
+	URL            string        `gorm:"column:url"`
 	PubDate        orderedUint64 `gorm:"column:pub_date"`
 	FetchTime      orderedUint64 `gorm:"column:fetch_time"`
 	Text           string        `gorm:"column:text"`
 	FirstFetchTime orderedUint64 `gorm:"column:first_fetch_time"`
 }
 
+// urlHash is the key of a url's row: the SHA-256 of the url. A btree index
+// entry holds at most about 2,700 bytes, and urls come longer; 32 bytes of
+// hash fit, and index as fast whatever the url.
+func urlHash(url string) []byte {
+	h := sha256.Sum256([]byte(url))
+	return h[:]
+}
+
 func rowOf(d document.Document) documentRow {
 	return documentRow{
+		URLHash:        urlHash(d.URL),
 		URL:            d.URL,
 		PubDate:        orderedUint64(d.PubDate),
 		FetchTime:      orderedUint64(d.FetchTime),
@@ -97,7 +108,7 @@ func mergeUpsert(table string) clause.OnConflict {
 		}
 	}
 	return clause.OnConflict{
-		Columns: []clause.Column{{Name: "url"}},
+		Columns: []clause.Column{{Name: "url_hash"}},
 		DoUpdates: clause.Set{
 			pick(newer, "fetch_time"),
 			pick(newer, "text"),
@@ -112,13 +123,14 @@ func mergeUpsert(table string) clause.OnConflict {
 // dialects differ only in collation and timestamp type names (and in the
 // readable views, which only PostgreSQL gets).
 func (s *Store) ddl() []string {
-	collate, timestamp := "", "datetime"
+	collate, timestamp, bytes := "", "datetime", "blob"
 	if s.dialect == "postgres" {
-		collate, timestamp = ` COLLATE "C"`, "timestamptz"
+		collate, timestamp, bytes = ` COLLATE "C"`, "timestamptz", "bytea"
 	}
 	stmts := []string{
 		`CREATE TABLE IF NOT EXISTS "` + s.table + `" (
-	"url"              text` + collate + ` NOT NULL PRIMARY KEY,
+	"url_hash"         ` + bytes + ` NOT NULL PRIMARY KEY,
+	"url"              text` + collate + ` NOT NULL,
 	"pub_date"         bigint NOT NULL,
 	"fetch_time"       bigint NOT NULL,
 	"text"             text` + collate + ` NOT NULL,
@@ -168,6 +180,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return err
 			}
 		}
+		if err := s.keyByHash(tx); err != nil {
+			return err
+		}
 		for _, stmt := range s.ddl() {
 			if err := tx.Exec(stmt).Error; err != nil {
 				return fmt.Errorf("%s: %w", firstLine(stmt), err)
@@ -177,6 +192,37 @@ func (s *Store) Migrate(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("store: migrate table %s: %w", s.table, err)
+	}
+	return nil
+}
+
+// keyByHash moves a documents table of the first layout, keyed by the url
+// itself (which fails for urls longer than an index entry), to the key
+// url_hash. SQLite has no SHA-256 to do it in SQL; its databases are local
+// mode's scratch copies, so it says to start a new one instead.
+func (s *Store) keyByHash(tx *gorm.DB) error {
+	m := tx.Migrator()
+	if !m.HasTable(s.table) || m.HasColumn(s.table, "url_hash") {
+		return nil
+	}
+	if s.dialect != "postgres" {
+		return fmt.Errorf("table %s was made by an older docexec (keyed by url): use a new SQLite file", s.table)
+	}
+	var pkey string
+	if err := tx.Raw(`SELECT conname FROM pg_constraint WHERE conrelid = ?::regclass AND contype = 'p'`, `"`+s.table+`"`).Scan(&pkey).Error; err != nil {
+		return fmt.Errorf("find the primary key of %s: %w", s.table, err)
+	}
+	t := `"` + s.table + `"`
+	for _, stmt := range []string{
+		`ALTER TABLE ` + t + ` ADD COLUMN "url_hash" bytea`,
+		`UPDATE ` + t + ` SET "url_hash" = sha256(convert_to("url", 'UTF8'))`,
+		`ALTER TABLE ` + t + ` ALTER COLUMN "url_hash" SET NOT NULL`,
+		`ALTER TABLE ` + t + ` DROP CONSTRAINT "` + pkey + `"`,
+		`ALTER TABLE ` + t + ` ADD PRIMARY KEY ("url_hash")`,
+	} {
+		if err := tx.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("key %s by url hash: %s: %w", s.table, stmt, err)
+		}
 	}
 	return nil
 }

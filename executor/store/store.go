@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -257,9 +258,13 @@ func (s *Store) Load(ctx context.Context, urls []string) (map[string]document.Do
 	}
 	for start := 0; start < len(unique); start += s.maxParams {
 		chunk := unique[start:min(start+s.maxParams, len(unique))]
+		hashes := make([]any, len(chunk))
+		for i, u := range chunk {
+			hashes[i] = urlHash(u)
+		}
 		var rows []documentRow
 		err := s.db.WithContext(ctx).Table(s.table).
-			Where(clause.IN{Column: clause.Column{Name: "url"}, Values: anySlice(chunk)}).
+			Where(clause.IN{Column: clause.Column{Name: "url_hash"}, Values: hashes}).
 			Find(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("store: load %d urls: %w", len(urls), err)
@@ -269,14 +274,6 @@ func (s *Store) Load(ctx context.Context, urls []string) (map[string]document.Do
 		}
 	}
 	return out, nil
-}
-
-func anySlice(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
 }
 
 // NoOffset is a Watermark's Offset before any sync: a claim records its
@@ -320,7 +317,7 @@ func (s *Store) Save(ctx context.Context, states []document.Document, mark *Wate
 }
 
 // foldRows joins the states of each url with document.Merge and returns one
-// row per url, sorted by url.
+// row per url, sorted by key (a fixed lock order).
 func foldRows(states []document.Document) []documentRow {
 	if len(states) == 0 {
 		return nil
@@ -336,7 +333,7 @@ func foldRows(states []document.Document) []documentRow {
 	for _, d := range merged {
 		rows = append(rows, rowOf(d))
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].URL < rows[j].URL })
+	sort.Slice(rows, func(i, j int) bool { return bytes.Compare(rows[i].URLHash, rows[j].URLHash) < 0 })
 	return rows
 }
 

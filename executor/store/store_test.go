@@ -17,6 +17,7 @@ import (
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/document/documenttest"
 	"github.com/docexec/docexec/internal/redact/redacttest"
+	"github.com/docexec/docexec/internal/testenv"
 )
 
 var ctx = context.Background()
@@ -554,5 +555,71 @@ func TestOpenPostgresNeverPrintsThePassword(t *testing.T) {
 				t.Errorf("the error shows (part of) the password: %v", err)
 			}
 		})
+	}
+}
+
+// longURL is a real kind of url: an 8 KB query string (tracking data, a
+// search, a serialized state), more than PostgreSQL's btree index takes
+// as a key (about 2,700 bytes).
+func longURL(n int) string {
+	u := "https://search.example/results?q=" + strings.Repeat("caf%C3%A9+%E6%97%A5%E6%9C%AC+", 300)
+	for i := 0; len(u) < n; i++ {
+		u += fmt.Sprintf("&utm_%d=%x", i, i*7919)
+	}
+	return u[:n]
+}
+
+func TestAnyURLUpToTheMessageSizeIsStored(t *testing.T) {
+	eachDB(t, Options{}, func(t *testing.T, s *Store) {
+		reset(t, s)
+		var states []document.Document
+		for _, n := range []int{2700, 8 << 10, 64 << 10} {
+			u := longURL(n)
+			states = append(states,
+				document.Document{URL: u, PubDate: 1, FetchTime: 10, Text: "first", FirstFetchTime: 10},
+				document.Document{URL: u + "#other", PubDate: 2, FetchTime: 20, Text: "a neighbour", FirstFetchTime: 20})
+		}
+		save(t, s, states, nil)
+		// Merged into, not duplicated: the second write is newer.
+		newer := states[0]
+		newer.FetchTime, newer.Text = 30, "second"
+		save(t, s, []document.Document{newer}, nil)
+		want := fold(append(states, newer))
+		if got := load(t, s, urlsOf(want)...); !reflect.DeepEqual(got, want) {
+			t.Fatalf("loaded %d states, want %d, whole", len(got), len(want))
+		}
+	})
+}
+
+func TestMigrateKeysATableOfTheFirstLayoutByURLHash(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	s, err := OpenPostgres(ctx, dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The first layout: keyed by the url itself.
+	for _, stmt := range []string{
+		`CREATE TABLE "documents" ("url" text COLLATE "C" NOT NULL PRIMARY KEY, "pub_date" bigint NOT NULL,
+			"fetch_time" bigint NOT NULL, "text" text COLLATE "C" NOT NULL, "first_fetch_time" bigint NOT NULL)`,
+		`INSERT INTO "documents" VALUES ('https://a.example/', -9223372036854775807, -9223372036854775798, 'kept', -9223372036854775798)`,
+	} {
+		if err := s.db.Exec(stmt).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 { // idempotent
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := document.Document{URL: "https://a.example/", PubDate: 1, FetchTime: 10, Text: "kept", FirstFetchTime: 10}
+	if got := load(t, s, want.URL); got[want.URL] != want {
+		t.Fatalf("after migrating, loaded %+v, want %+v", got, want)
+	}
+	long := document.Document{URL: longURL(8 << 10), PubDate: 1, FetchTime: 2, Text: "t", FirstFetchTime: 2}
+	save(t, s, []document.Document{want, long}, nil)
+	if got := load(t, s, want.URL, long.URL); len(got) != 2 || got[long.URL] != long {
+		t.Fatalf("after migrating, saved and loaded %+v", got)
 	}
 }

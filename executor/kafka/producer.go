@@ -7,19 +7,30 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// Producer writes keyed input messages, partitioned by a hash of the key
-// (sarama's default), so that all updates of a url share a partition.
-// Local mode feeds its input with it.
+// Producer writes messages outside transactions: keyed input, partitioned
+// by a hash of the key (sarama's default) so that all updates of a url share
+// a partition, as local mode feeds its input; or messages to the partition
+// they name, as the sync's dead letters go.
 type Producer struct {
 	client   sarama.Client
 	producer sarama.SyncProducer
 	budget   int
 }
 
-// NewProducer opens an idempotent producer to topics that accept record
-// batches of limit bytes (MaxMessageBytes).
+// NewProducer opens an idempotent producer, partitioning by key, to topics
+// that accept record batches of limit bytes (MaxMessageBytes).
 func NewProducer(cfg Config, limit int) (*Producer, error) {
-	sc, err := cfg.idempotentProducer(sarama.NewHashPartitioner, limit)
+	return newProducer(cfg, limit, sarama.NewHashPartitioner)
+}
+
+// NewPartitionProducer is NewProducer writing each message to its own
+// Partition.
+func NewPartitionProducer(cfg Config, limit int) (*Producer, error) {
+	return newProducer(cfg, limit, sarama.NewManualPartitioner)
+}
+
+func newProducer(cfg Config, limit int, partitioner sarama.PartitionerConstructor) (*Producer, error) {
+	sc, err := cfg.idempotentProducer(partitioner, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -41,12 +52,11 @@ func (p *Producer) Fits(m Message) bool { return RecordBytes(m) <= p.budget }
 // Budget is the largest record the producer sends, as RecordBytes counts.
 func (p *Producer) Budget() int { return p.budget }
 
-// Send writes msgs (their Partition is ignored: the key decides) and waits
-// until all are acknowledged.
+// Send writes msgs and waits until all are acknowledged.
 func (p *Producer) Send(msgs []Message) error {
 	records := make([]*sarama.ProducerMessage, len(msgs))
 	for i, m := range msgs {
-		records[i] = &sarama.ProducerMessage{Topic: m.Topic, Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
+		records[i] = &sarama.ProducerMessage{Topic: m.Topic, Partition: m.Partition, Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
 		if m.Key != nil {
 			records[i].Key = sarama.ByteEncoder(m.Key)
 		}

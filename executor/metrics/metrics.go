@@ -10,9 +10,9 @@ import (
 
 // Metrics is the set of executor metrics of one registry.
 type Metrics struct {
-	in, emitted, unchanged, deadLettered, readThrough, syncedRows *prometheus.CounterVec
-	batchSeconds, redisSeconds, syncSeconds                       *prometheus.HistogramVec
-	consumerLag, syncLag, leader                                  *prometheus.GaugeVec
+	in, emitted, unchanged, deadLettered, readThrough, syncedRows, syncRefused *prometheus.CounterVec
+	batchSeconds, redisSeconds, syncSeconds                                    *prometheus.HistogramVec
+	consumerLag, syncLag, leader                                               *prometheus.GaugeVec
 }
 
 // New registers the executor metrics with reg.
@@ -38,9 +38,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		in:           counter("messages_in_total", "Input messages read and processed."),
 		emitted:      counter("messages_emitted_total", "States published to the output topic (re-emissions after a restart included)."),
 		unchanged:    counter("messages_unchanged_total", "Updates that changed nothing: duplicates and versions between the first and the last."),
-		deadLettered: counter("messages_dead_lettered_total", "Bad input messages sent to the dead-letter topic (the reason is in their headers)."),
+		deadLettered: counter("messages_dead_lettered_total", "Dead letters published (bad input, states too large to publish, states PostgreSQL refused); the reason is in their headers."),
 		readThrough:  counter("read_through_total", "Document states read from PostgreSQL because Redis lacked them."),
 		syncedRows:   counter("synced_rows_total", "Document states written to PostgreSQL by the sync."),
+		syncRefused:  counter("sync_refused_total", "Document states PostgreSQL refused to store (kept in Redis, dead-lettered)."),
 		batchSeconds: histogram("batch_duration_seconds", "Time to decode and merge one batch (Redis included)."),
 		redisSeconds: histogram("redis_duration_seconds", "Time of the Redis merge of one batch (read-through included)."),
 		syncSeconds:  histogram("sync_duration_seconds", "Time of one sync pass to PostgreSQL."),
@@ -52,9 +53,9 @@ func New(reg prometheus.Registerer) *Metrics {
 
 // Partition is the metrics of one partition.
 type Partition struct {
-	In, Emitted, Unchanged, DeadLettered, ReadThrough, SyncedRows prometheus.Counter
-	BatchSeconds, RedisSeconds, SyncSeconds                       prometheus.Observer
-	ConsumerLag, SyncLag, Leader                                  prometheus.Gauge
+	In, Emitted, Unchanged, DeadLettered, ReadThrough, SyncedRows, SyncRefused prometheus.Counter
+	BatchSeconds, RedisSeconds, SyncSeconds                                    prometheus.Observer
+	ConsumerLag, SyncLag, Leader                                               prometheus.Gauge
 }
 
 // Partition returns the metrics of pool's partition.
@@ -62,7 +63,7 @@ func (m *Metrics) Partition(pool string, partition int32) *Partition {
 	l := prometheus.Labels{"pool": pool, "partition": strconv.Itoa(int(partition))}
 	return &Partition{
 		In: m.in.With(l), Emitted: m.emitted.With(l), Unchanged: m.unchanged.With(l),
-		ReadThrough: m.readThrough.With(l), SyncedRows: m.syncedRows.With(l),
+		ReadThrough: m.readThrough.With(l), SyncedRows: m.syncedRows.With(l), SyncRefused: m.syncRefused.With(l),
 		DeadLettered: m.deadLettered.With(l),
 		BatchSeconds: m.batchSeconds.With(l), RedisSeconds: m.redisSeconds.With(l), SyncSeconds: m.syncSeconds.With(l),
 		ConsumerLag: m.consumerLag.With(l), SyncLag: m.syncLag.With(l), Leader: m.leader.With(l),

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/docexec/docexec/executor/codec"
+	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/state"
@@ -302,7 +303,10 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(hard)
 	syncCtx, stopSync := context.WithCancel(gctx)
 	defer stopSync()
-	sync := &syncer.Syncer{State: d.State, Store: d.Store, Pool: o.Pool, Part: o.Partition, Batch: o.SyncBatch, Metrics: d.Metrics, Log: d.Log}
+	refused := &refusedStates{Executor: e, limit: limit, budget: writer.Budget(), partitions: deadLetterPartitions}
+	defer refused.close()
+	sync := &syncer.Syncer{State: d.State, Store: d.Store, Pool: o.Pool, Part: o.Partition, Batch: o.SyncBatch, Metrics: d.Metrics, Log: d.Log,
+		Refused: refused.publish}
 
 	batches := make(chan batch, 2)
 	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions, limit: limit, budget: writer.Budget()}
@@ -512,11 +516,9 @@ func (p *processor) apply(ctx context.Context, updates []state.Update, next int6
 }
 
 // deadLetter makes the dead letter of input message m: key and value (the
-// message's own, for bad input), why, and where m came from. One that the
-// dead-letter topic could not take leaves its value out, then its key: m
-// itself stays readable where the headers say.
+// message's own, for bad input), why, and where m came from.
 func (p *processor) deadLetter(m *sarama.ConsumerMessage, key, value []byte, why string) kafka.Message {
-	dl := kafka.Message{
+	return fitDeadLetter(kafka.Message{
 		Topic:     p.opts.DeadLetterTopic,
 		Partition: p.opts.Partition % p.deadLetterPartitions,
 		Key:       key, Value: value,
@@ -526,14 +528,63 @@ func (p *processor) deadLetter(m *sarama.ConsumerMessage, key, value []byte, why
 			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(m.Partition)))},
 			{Key: []byte(HeaderOffset), Value: []byte(strconv.FormatInt(m.Offset, 10))},
 		},
-	}
+	}, p.budget)
+}
+
+// fitDeadLetter returns dl (whose first header is the reason) within
+// budget: one the dead-letter topic could not take leaves out its value,
+// then its key, and says so; the message it is about stays readable where
+// the headers say.
+func fitDeadLetter(dl kafka.Message, budget int) kafka.Message {
+	why := dl.Headers[0].Value
 	for _, drop := range []func(){func() { dl.Value = nil }, func() { dl.Key = nil }} {
 		size := kafka.RecordBytes(dl)
-		if size <= p.budget {
+		if size <= budget {
 			break
 		}
 		drop()
 		dl.Headers[0].Value = fmt.Appendf(nil, "%s (the dead letter left out the message's key or value: %d bytes are more than the dead-letter topic takes)", why, size)
 	}
 	return dl
+}
+
+// refusedStates publishes a dead letter for each state PostgreSQL refuses,
+// with a producer of its own (the sync runs beside the transactions),
+// opened at the first one: most terms never need it.
+type refusedStates struct {
+	*Executor
+	limit, budget int
+	partitions    int32 // of the dead-letter topic
+	producer      *kafka.Producer
+}
+
+func (r *refusedStates) publish(_ context.Context, d document.Document, why string) error {
+	if r.producer == nil {
+		p, err := kafka.NewPartitionProducer(r.deps.KafkaConfig, r.limit)
+		if err != nil {
+			return err
+		}
+		r.producer = p
+	}
+	dl := fitDeadLetter(kafka.Message{
+		Topic:     r.opts.DeadLetterTopic,
+		Partition: r.opts.Partition % r.partitions,
+		Key:       []byte(d.URL), Value: r.deps.Codec.Encode(d),
+		Headers: []sarama.RecordHeader{
+			{Key: []byte(HeaderReason), Value: []byte(why)},
+			{Key: []byte(HeaderTopic), Value: []byte(r.opts.InputTopic)},
+			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(r.opts.Partition)))},
+		},
+	}, r.budget)
+	if err := r.producer.Send([]kafka.Message{dl}); err != nil {
+		return err
+	}
+	r.deps.Metrics.DeadLettered.Inc()
+	return nil
+}
+
+func (r *refusedStates) close() {
+	if r.producer != nil {
+		r.producer.Close() //nolint:errcheck // every send was acknowledged
+	}
 }

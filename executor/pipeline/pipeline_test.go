@@ -579,3 +579,43 @@ func TestAnEightKilobyteURLGoesThroughRedisTheSyncAndPostgreSQL(t *testing.T) {
 		t.Fatalf("Redis holds %+v (%v), want %+v", got[long], err, final[long])
 	}
 }
+
+// TestAStateTheFinalSyncCannotStoreIsDeadLetteredAndTheStopIsClean forces
+// PostgreSQL to refuse one state (a constraint) in the sync that runs when
+// the executor stops: the stop is still clean, the rest is stored, and the
+// state goes to the dead-letter topic.
+func TestAStateTheFinalSyncCannotStoreIsDeadLetteredAndTheStopIsClean(t *testing.T) {
+	h := newHarness(t)
+	h.opts.SyncInterval = time.Hour // only the final sync runs
+	db, err := sql.Open("pgx", h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`ALTER TABLE documents ADD CONSTRAINT refuse CHECK (url NOT LIKE '%refuse-me%')`); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(updates(300, 40, 9)...)
+	h.produce([]byte(`{"url":"https://refuse-me.example/","pubDate":1,"fetchTime":2,"text":"kept in Redis"}`))
+	h.runToEnd() // fails on an error from the stop
+
+	_, final := h.reference()
+	refused := final["https://refuse-me.example/"]
+	delete(final, refused.URL)
+	h.checkStored(final)
+	if got, _ := h.store.Load(context.Background(), []string{refused.URL}); len(got) != 0 {
+		t.Fatalf("PostgreSQL stored %+v despite its constraint", got)
+	}
+	mark, _, _ := h.store.Watermark(context.Background(), h.opts.Pool, 0)
+	if mark.Offset != int64(len(h.inputs)) {
+		t.Fatalf("watermark %d, want %d: a refused state must not hold it back", mark.Offset, len(h.inputs))
+	}
+	dead := h.records("dlq")
+	if len(dead) != 1 || string(dead[0].Key) != refused.URL || !strings.Contains(headersOf(dead[0])[pipeline.HeaderReason], "PostgreSQL refused") {
+		t.Fatalf("dead letters %v, want one for the refused state", dead)
+	}
+	json, _ := codec.New("json")
+	if got, err := json.Decode(dead[0].Value); err != nil || got.Text != refused.Text {
+		t.Fatalf("the dead letter holds %q (%v), want the state", dead[0].Value, err)
+	}
+}

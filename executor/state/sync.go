@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -68,13 +69,24 @@ func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states [
 // MarkClean ends the sync of states that SyncPage returned and PostgreSQL
 // now holds. With a CleanTTL they may expire, unless changed since.
 func (s *State) MarkClean(ctx context.Context, epoch uint64, states []document.Document) error {
+	return s.endSync(ctx, epoch, states, s.opts.CleanTTL)
+}
+
+// MarkRefused ends the sync of states that PostgreSQL refuses to store:
+// they leave the syncing set (no retry could store them) but never expire,
+// since Redis holds the only copy.
+func (s *State) MarkRefused(ctx context.Context, epoch uint64, states []document.Document) error {
+	return s.endSync(ctx, epoch, states, 0)
+}
+
+func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Document, ttl time.Duration) error {
 	if len(states) == 0 {
 		return nil
 	}
 	keys := make([]string, 0, len(states)+3)
 	args := make([]string, 0, len(states)+2)
 	keys = append(keys, s.metaKey, s.dirtyKey, s.syncingKey)
-	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10))
+	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(int64(ttl.Seconds()), 10))
 	for _, d := range states {
 		keys = append(keys, s.docPrefix+d.URL)
 		args = append(args, d.URL)

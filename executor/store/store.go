@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -90,7 +92,15 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 	if err := CheckDSN(dsn); err != nil {
 		return nil, err
 	}
-	db, err := gorm.Open(postgres.Open(dsn), gormConfig())
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, secrets.Error(fmt.Errorf("store: open postgres: %w", err))
+	}
+	// Our strings are UTF-8. Left to the server's default (the database's
+	// encoding), a LATIN1 database would store them as mojibake; told, it
+	// converts them, and refuses a character it cannot hold.
+	cfg.RuntimeParams["client_encoding"] = "UTF8"
+	db, err := gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*cfg)}), gormConfig())
 	if err != nil {
 		return nil, secrets.Error(fmt.Errorf("store: open postgres: %w", err))
 	}
@@ -371,6 +381,27 @@ func writeWatermark(tx *gorm.DB, mark Watermark) error {
 		return fmt.Errorf("write watermark: stored epoch is %d: %w", uint64(stored[0].Epoch), ErrFenced)
 	}
 	return fmt.Errorf("write watermark: %d rows affected: %w", res.RowsAffected, ErrFenced)
+}
+
+// Refused reports whether err is the database refusing the rows themselves
+// — a value it cannot hold (SQLSTATE class 22: a character its encoding
+// lacks, a value too long), a constraint they break (23), a limit they pass
+// (54) — rather than failing to run: no retry stores those rows.
+func Refused(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		class := pg.Code[:min(2, len(pg.Code))]
+		return class == "22" || class == "23" || class == "54"
+	}
+	var lite interface{ Code() int } // SQLite's result codes
+	if errors.As(err, &lite) {
+		const tooBig, constraint, mismatch = 18, 19, 20
+		switch lite.Code() & 0xff {
+		case tooBig, constraint, mismatch:
+			return true
+		}
+	}
+	return false
 }
 
 // Empty reports whether the documents table holds no row at all: then a

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/docexec/docexec/executor/document"
@@ -41,6 +42,10 @@ type Syncer struct {
 	Batch   int // states per transaction; DefaultBatchSize when 0
 	Metrics *metrics.Partition
 	Log     *slog.Logger
+	// Refused reports a state that PostgreSQL refuses to store (a
+	// character its encoding lacks, a constraint): the pass sets it aside
+	// and goes on. Its error fails the pass (the state is retried).
+	Refused func(ctx context.Context, d document.Document, reason string) error
 
 	// synced is the watermark last written, when hasSynced.
 	synced    int64
@@ -73,14 +78,11 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 		if len(page) == 0 && mark == nil {
 			break
 		}
-		if err := s.Store.Save(ctx, page, mark); err != nil {
-			return rows, fmt.Errorf("syncer: partition %d: %w", s.Part, err)
-		}
-		if err := s.State.MarkClean(ctx, epoch, page); err != nil {
+		saved, err := s.save(ctx, epoch, page, mark)
+		if err != nil {
 			return rows, err
 		}
-		rows += len(page)
-		s.Metrics.SyncedRows.Add(float64(len(page)))
+		rows += saved
 		if mark != nil {
 			s.synced, s.hasSynced = mark.Offset, true
 		}
@@ -90,6 +92,68 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	}
 	s.Metrics.SyncSeconds.Observe(time.Since(started).Seconds())
 	return rows, nil
+}
+
+// save stores a page and the watermark in one transaction. When PostgreSQL
+// refuses rows of it, they are found by halving the page, reported and set
+// aside, and the rest is stored: one bad row must not hold the partition's
+// sync (and its watermark) back for good. It returns how many it stored.
+func (s *Syncer) save(ctx context.Context, epoch uint64, page []document.Document, mark *store.Watermark) (int, error) {
+	err := s.Store.Save(ctx, page, mark)
+	refused := []refusedState(nil)
+	if store.Refused(err) {
+		if refused, err = s.isolate(ctx, page); err == nil && mark != nil {
+			err = s.Store.Save(ctx, nil, mark)
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("syncer: partition %d: %w", s.Part, err)
+	}
+	var bad []document.Document
+	for _, r := range refused {
+		s.Log.Error("PostgreSQL refused a state; it stays in Redis only and goes to the dead-letter topic",
+			"url", r.state.URL, "bytes", len(r.state.Text), "err", r.err)
+		if err := s.Refused(ctx, r.state, "PostgreSQL refused the state: "+r.err.Error()); err != nil {
+			return 0, fmt.Errorf("syncer: partition %d: report a refused state: %w", s.Part, err)
+		}
+		bad = append(bad, r.state)
+	}
+	if err := s.State.MarkRefused(ctx, epoch, bad); err != nil {
+		return 0, err
+	}
+	good := slices.DeleteFunc(page, func(d document.Document) bool { return slices.Contains(bad, d) })
+	if err := s.State.MarkClean(ctx, epoch, good); err != nil {
+		return 0, err
+	}
+	s.Metrics.SyncedRows.Add(float64(len(good)))
+	s.Metrics.SyncRefused.Add(float64(len(bad)))
+	return len(good), nil
+}
+
+type refusedState struct {
+	state document.Document
+	err   error
+}
+
+// isolate saves page in halves, down to the single states PostgreSQL
+// refuses, and returns those; any other failure stops it.
+func (s *Syncer) isolate(ctx context.Context, page []document.Document) ([]refusedState, error) {
+	err := s.Store.Save(ctx, page, nil)
+	switch {
+	case err == nil:
+		return nil, nil
+	case !store.Refused(err):
+		return nil, err
+	case len(page) == 1:
+		return []refusedState{{page[0], err}}, nil
+	}
+	half := len(page) / 2
+	first, err := s.isolate(ctx, page[:half])
+	if err != nil {
+		return nil, err
+	}
+	second, err := s.isolate(ctx, page[half:])
+	return append(first, second...), err
 }
 
 // Run syncs every interval until ctx ends. A failed pass (PostgreSQL down)

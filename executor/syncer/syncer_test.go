@@ -2,12 +2,16 @@ package syncer_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,6 +32,11 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
+	return newFixtureOn(t, testenv.Postgres(t))
+}
+
+// newFixtureOn is newFixture with PostgreSQL at dsn.
+func newFixtureOn(t *testing.T, dsn string) *fixture {
 	ctx := context.Background()
 	pool := fmt.Sprintf("sync%x", rand.Uint64())
 	s := state.New(testenv.Redis(t), state.Options{Pool: pool, Partition: 2})
@@ -35,7 +44,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.OpenPostgres(ctx, testenv.Postgres(t), store.Options{})
+	st, err := store.OpenPostgres(ctx, dsn, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,5 +221,82 @@ func TestAFencedPassWritesNothing(t *testing.T) {
 	}
 	if dirty, _ := f.state.DirtyCount(context.Background()); dirty != 10 {
 		t.Fatalf("%d dirty after a fenced pass, want all 10", dirty)
+	}
+}
+
+// refusal is a state PostgreSQL refuses to store, and how it comes to.
+type refusal struct {
+	name string
+	dsn  func(t *testing.T) string
+	// setUp runs on the migrated store.
+	setUp func(t *testing.T, st *store.Store, dsn string)
+	bad   document.Document
+}
+
+var refusals = []refusal{
+	{
+		name: "a row that breaks a constraint",
+		dsn:  func(t *testing.T) string { return testenv.Postgres(t) },
+		setUp: func(t *testing.T, _ *store.Store, dsn string) {
+			exec(t, dsn, `ALTER TABLE documents ADD CONSTRAINT refuse CHECK (url NOT LIKE '%refuse-me%')`)
+		},
+		bad: document.Document{URL: "https://refuse-me.example/", FetchTime: 7, Text: "t"},
+	},
+	{
+		name:  "a character the database's encoding lacks",
+		dsn:   func(t *testing.T) string { return testenv.PostgresDatabase(t, "LATIN1") },
+		setUp: func(*testing.T, *store.Store, string) {},
+		bad:   document.Document{URL: "https://ja.example/", FetchTime: 7, Text: "日本語のページ"},
+	},
+}
+
+func exec(t *testing.T, dsn, stmt string) {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(stmt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestARowPostgreSQLRefusesIsReportedAndTheWatermarkAdvances(t *testing.T) {
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := tc.dsn(t)
+			f := newFixtureOn(t, dsn)
+			tc.setUp(t, f.store, dsn)
+			f.apply(t, 120, 3) // two pages of 100: the bad state hides in the first
+			bad := tc.bad
+			f.next++
+			if _, err := f.state.Apply(context.Background(), f.epoch, []state.Update{{Doc: bad, Emit: state.EmitNever}}, f.next, nil); err != nil {
+				t.Fatal(err)
+			}
+			f.apply(t, 180, 3)
+			s := f.syncer(f.store)
+			var reported []document.Document
+			var reasons []string
+			s.Refused = func(_ context.Context, d document.Document, reason string) error {
+				reported, reasons = append(reported, d), append(reasons, reason)
+				return nil
+			}
+			rows, err := s.Pass(context.Background(), f.epoch)
+			if err != nil || rows != 180 {
+				t.Fatalf("synced %d rows (%v), want the 180 good ones", rows, err)
+			}
+			bad.FirstFetchTime = bad.FetchTime
+			if len(reported) != 1 || reported[0] != bad || !strings.Contains(reasons[0], "SQLSTATE") {
+				t.Fatalf("reported %+v (%q), want the bad state with PostgreSQL's reason", reported, reasons)
+			}
+			f.check(t, 180, 3) // the others stored, the watermark past it, nothing dirty
+			if rows, err := s.Pass(context.Background(), f.epoch); err != nil || rows != 0 || len(reported) != 1 {
+				t.Fatalf("the next pass synced %d rows (%v) and reported %d: the bad state must not come back", rows, err, len(reported))
+			}
+			if got, _ := f.state.Get(context.Background(), bad.URL); got[bad.URL] != bad {
+				t.Fatalf("Redis holds %+v, want the refused state kept", got[bad.URL])
+			}
+		})
 	}
 }

@@ -95,6 +95,34 @@ func Postgres(t testing.TB) string {
 	return u.String()
 }
 
+// PostgresDatabase returns the DSN of a new database of the test
+// PostgreSQL server in the given encoding (such as LATIN1, which cannot
+// hold every character a UTF-8 text has), dropped when t ends.
+func PostgresDatabase(t testing.TB, encoding string) string {
+	t.Helper()
+	dsn := need(t, "DOCEXEC_TEST_POSTGRES", "a PostgreSQL server")
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL at %s: %v", dsn, err)
+	}
+	name := fmt.Sprintf("docexec_test_%x", rand.Uint64())
+	if _, err := admin.Exec(`CREATE DATABASE "` + name + `" ENCODING '` + encoding + `' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(`DROP DATABASE "` + name + `" WITH (FORCE)`); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+		admin.Close()
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("DOCEXEC_TEST_POSTGRES must be a postgres:// URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
 // Kafka starts an in-process broker (franz-go's kfake: the real wire
 // protocol) holding topics of the given partition count, closed when t ends,
 // and returns its addresses.

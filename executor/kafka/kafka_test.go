@@ -6,6 +6,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +183,73 @@ func TestARecordTheBrokerRefusesIsAPermanentError(t *testing.T) {
 	err = w.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("big")}}, 1)
 	if !errors.Is(err, kafka.ErrPermanent) {
 		t.Fatalf("got %v, want ErrPermanent", err)
+	}
+}
+
+// TestAWriterFencedWhileRecoveringNeverReopens plays the hole: the old
+// leader's transaction fails (an abortable error); before it has aborted,
+// a new leader opens the partition's producer; the old one's abort then
+// meets the fence. It must give up with ErrFenced — reopening its producer
+// would fence the new leader and let it publish stale states after newer.
+func TestAWriterFencedWhileRecoveringNeverReopens(t *testing.T) {
+	cluster := testenv.KafkaCluster(t, 1, "in", "out")
+	cfg := kafka.Config{Brokers: cluster.ListenAddrs()}
+	opts := kafka.WriterOptions{TransactionalID: "t", Group: "g", InputTopic: "in"}
+	old, err := kafka.NewWriter(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	failProduce(cluster, kerr.InvalidRecord.Code) // abortable
+	aborting, newerOpen := make(chan struct{}), make(chan struct{})
+	var first sync.Once
+	cluster.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		first.Do(func() {
+			close(aborting)
+			cluster.SleepControl(func() { <-newerOpen })
+		})
+		cluster.DropControl()
+		return nil, nil, false // the broker handles the abort
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	published := make(chan error, 1)
+	go func() { published <- old.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("stale")}}, 1) }()
+	select {
+	case <-aborting:
+	case err := <-published:
+		t.Fatalf("the old writer returned %v before aborting", err)
+	case <-ctx.Done():
+		t.Fatal("the old writer never aborted")
+	}
+	newer, err := kafka.NewWriter(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	close(newerOpen)
+	if err := <-published; !errors.Is(err, kafka.ErrFenced) {
+		t.Fatalf("the old writer got %v, want ErrFenced", err)
+	}
+	if err := newer.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("fresh")}}, 2); err != nil {
+		t.Fatalf("the new writer was fenced by the old one: %v", err)
+	}
+	client, err := kafka.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r, err := client.Read("out", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	select {
+	case m := <-r.Messages():
+		if string(m.Value) != "fresh" {
+			t.Fatalf("read %q first, want only the new writer's record", m.Value)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new writer's record never showed")
 	}
 }

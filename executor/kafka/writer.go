@@ -18,6 +18,11 @@ var (
 	// than the topic accepts): the term must end rather than loop; the next
 	// one reads the topics' limits again.
 	ErrPermanent = errors.New("kafka: the batch cannot be published")
+	// ErrProducerFailed means the transactional producer is in a state no
+	// abort clears (sarama calls it fatal): the term must end. Only a new
+	// claim opens another producer, since opening one fences the
+	// partition's current leader, whoever that is by then.
+	ErrProducerFailed = errors.New("kafka: the transactional producer failed")
 )
 
 // WriterOptions says which partition's transactions a Writer makes.
@@ -35,8 +40,9 @@ type WriterOptions struct {
 	// dead-letter topics accept (Client.MaxMessageBytes); no batch is
 	// larger and records above Budget are refused.
 	MaxMessageBytes int
-	// Log receives a warning for each retried transaction; nil: slog's default.
-	Log *slog.Logger
+	// Failing hears of each failed try that is retried, and of the success
+	// after them (a nil error); nil: a warning per try in slog's default.
+	Failing func(error)
 }
 
 // TransactionalID returns the transactional id of a pool's partition.
@@ -56,8 +62,12 @@ type Writer struct {
 // earlier producer of the same transactional id (the broker aborts its open
 // transaction).
 func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
-	if opts.Log == nil {
-		opts.Log = slog.Default()
+	if opts.Failing == nil {
+		opts.Failing = func(err error) {
+			if err != nil {
+				slog.Warn("Kafka transaction failed; retrying", "transactionalID", opts.TransactionalID, "err", err)
+			}
+		}
 	}
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
@@ -113,21 +123,26 @@ type Message struct {
 // ErrFenced, a batch that cannot be published ErrPermanent.
 func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error {
 	backoff := 100 * time.Millisecond
+	failed := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("kafka: publish batch ending at offset %d: %w", next, err)
 		}
 		err := w.publishOnce(msgs, next)
 		if err == nil {
+			if failed {
+				w.opts.Failing(nil)
+			}
 			return nil
 		}
 		if errors.Is(err, ErrFenced) || errors.Is(err, ErrPermanent) {
 			return err
 		}
-		if err := w.recover(); err != nil {
+		if err := w.abort(err); err != nil {
 			return err
 		}
-		w.opts.Log.Warn("Kafka transaction failed; retrying", "transactionalID", w.opts.TransactionalID, "err", err, "backoff", backoff)
+		failed = true
+		w.opts.Failing(err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("kafka: publish gave up: %w (last error: %w)", ctx.Err(), err)
@@ -137,22 +152,24 @@ func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error 
 	}
 }
 
-// recover brings the producer back to a state where a transaction can
-// begin: abort the failed one, or, when sarama cannot (a fatal error, or a
-// commit whose outcome is unknown), reopen the producer, which makes the
-// broker abort whatever was left open.
-func (w *Writer) recover() error {
+// abort ends the failed transaction, after which another may begin. It
+// never reopens the producer: a newer leader may have opened the
+// partition's producer since, and reopening would fence it. A fenced abort
+// returns ErrFenced, a producer sarama gave up on ErrProducerFailed; an
+// abort that fails otherwise is tried again at the next attempt.
+func (w *Writer) abort(failed error) error {
 	status := w.producer.TxnStatus()
-	if status&sarama.ProducerTxnFlagFatalError == 0 &&
-		status&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 &&
-		w.producer.AbortTxn() == nil {
-		return nil
+	if status&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && status&sarama.ProducerTxnFlagFatalError == 0 {
+		if err := w.producer.AbortTxn(); err != nil {
+			if err := classify(err); errors.Is(err, ErrFenced) {
+				return fmt.Errorf("kafka: abort after %w", err)
+			}
+		}
 	}
-	if w.producer.TxnStatus()&sarama.ProducerTxnFlagReady != 0 {
-		return nil
+	if w.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		return fmt.Errorf("%w: %w", ErrProducerFailed, failed)
 	}
-	w.Close() //nolint:errcheck // replaced below; its state is what failed
-	return w.open()
+	return nil
 }
 
 func (w *Writer) publishOnce(msgs []Message, next int64) error {

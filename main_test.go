@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -159,7 +158,7 @@ func TestTheExecutorNeverPrintsItsPostgresPassword(t *testing.T) {
 				"--kafka.inputTopic", "in", "--kafka.outputTopic", "out", "--kafka.deadLetterTopic", "dlq",
 				"--redis.addresses", redis, "--listen", freeAddr(t), "--logFormat", "text")
 			cmd.Env = append(os.Environ(), "DOCEXEC_POSTGRES_DSN="+tc.DSN)
-			var out syncBuffer
+			var out testenv.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -185,24 +184,6 @@ func TestTheExecutorNeverPrintsItsPostgresPassword(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a process writes while a test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {

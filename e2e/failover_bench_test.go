@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/docexec/docexec/executor/kafka"
-	"github.com/docexec/docexec/internal/testenv"
 )
 
 // BenchmarkFailover measures the failover gap: the longest time without a
@@ -24,7 +23,7 @@ func BenchmarkFailover(b *testing.B) {
 }
 
 func benchFailover(b *testing.B, sig syscall.Signal) {
-	f := newFleet(b, testenv.Postgres(b))
+	f := newFleet(b, servers{})
 	client, err := kafka.Connect(kafka.Config{Brokers: f.brokers})
 	if err != nil {
 		b.Fatal(err)
@@ -43,7 +42,7 @@ func benchFailover(b *testing.B, sig syscall.Signal) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if err := f.tryProduce(50, uint64(time.Now().UnixNano())); err != nil {
+			if err := f.tryProduce(50); err != nil {
 				b.Error(err) // Error, unlike Fatal, may be called from any goroutine
 				return
 			}

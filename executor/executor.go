@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/config"
+	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
@@ -41,6 +44,11 @@ const (
 	ExitFailed = 1
 	ExitUsage  = 2
 )
+
+// ErrConfig marks an error that only a change of configuration (or of the
+// Kafka topics it names) can fix: the process exits ExitUsage. Every other
+// error is waited out.
+var ErrConfig = errors.New("configuration error")
 
 // Main runs the executor with args (flags) until ctx ends, and returns the
 // process exit code.
@@ -59,7 +67,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
 	klog.SetSlogLogger(log) // client-go's election logs, in the same format
-	if err := run(ctx, cfg, log); err != nil {
+	err = run(ctx, cfg, log)
+	switch {
+	case errors.Is(err, ErrConfig):
+		log.Error("Executor stopped: invalid configuration", "err", err)
+		return ExitUsage
+	case err != nil:
 		log.Error("Executor stopped", "err", err)
 		return ExitFailed
 	}
@@ -77,59 +90,17 @@ func NewLogger(w io.Writer, format string, secrets ...string) *slog.Logger {
 	return slog.New(redact.New(secrets...).Handler(h))
 }
 
+// run serves HTTP at once, then connects to Redis, PostgreSQL and Kafka —
+// waiting out any of them being away, unready meanwhile with the reason —
+// and runs the partition until ctx ends.
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	redis, err := rueidis.NewClient(rueidis.ClientOption{
-		InitAddress: cfg.Redis.Addresses, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
-		DisableCache: true, // the executor is the only writer of its keys
-	})
-	if err != nil {
-		return fmt.Errorf("connect to Redis %v: %w", cfg.Redis.Addresses, err)
-	}
-	defer redis.Close()
-	st, err := store.OpenPostgres(ctx, cfg.Postgres.DSN, store.Options{Table: cfg.Postgres.Table, BatchSize: cfg.Sync.BatchSize})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return err
-	}
-	client, err := kafka.Connect(cfg.Kafka.Config)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	exec, err := NewPipeline(cfg, pipeline.Deps{
-		KafkaConfig: cfg.Kafka.Config, Kafka: client, Store: st, Log: log,
-		State:   state.New(redis, state.Options{Pool: cfg.Pool, Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL)}),
-		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
-	})
-	if err != nil {
-		return err
-	}
-
-	elector, err := newElector(cfg, exec, log)
-	if err != nil {
-		return err
-	}
-	// With an election, a standby is ready when it could lead at once: it
-	// reaches Redis and PostgreSQL.
-	ready := exec.Ready
-	if elector != nil {
-		ready = func() bool {
-			if exec.Ready() {
-				return true
-			}
-			ctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			return redis.Do(ctx, redis.B().Ping().Build()).Error() == nil && st.Ping(ctx) == nil
-		}
-	}
+	h := health.New(log)
+	var ready readiness
+	ready.set(func() []string { return append(h.Problems(), "connecting to Redis, PostgreSQL and Kafka") })
 	g, gctx := errgroup.WithContext(ctx)
-	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, ready.problems), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error {
 		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve %s: %w", cfg.Listen, err)
@@ -142,11 +113,148 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			defer cancel()
 			srv.Shutdown(stopCtx) //nolint:errcheck // best effort on the way out
 		}()
-		return Lead(gctx, exec, elector, time.Duration(cfg.Leader.RetryPeriod), log)
+		return serve(gctx, cfg, log, reg, h, &ready)
 	})
 	log.Info("Executor started", "pool", cfg.Pool, "partition", cfg.Partition, "listen", cfg.Listen)
 	return g.Wait()
 }
+
+// serve connects and runs the partition until ctx ends.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry, h *health.Health, ready *readiness) error {
+	conns, err := connect(ctx, cfg, h)
+	if err != nil || conns == nil {
+		return err // a configuration error, or stopped while connecting
+	}
+	defer conns.close()
+	exec, err := NewPipeline(cfg, pipeline.Deps{
+		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
+		State:   state.New(conns.redis, state.Options{Pool: cfg.Pool, Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL)}),
+		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	elector, err := newElector(cfg, exec, log)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	ready.set(func() []string {
+		if problems := h.Problems(); len(problems) > 0 {
+			return problems
+		}
+		if exec.Ready() {
+			return nil
+		}
+		if elector == nil {
+			return []string{"not processing the partition yet"}
+		}
+		// A standby is ready when it could lead at once: it reaches Redis
+		// and PostgreSQL.
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var problems []string
+		if err := conns.redis.Do(ctx, conns.redis.B().Ping().Build()).Error(); err != nil {
+			problems = append(problems, "redis: "+err.Error())
+		}
+		if err := conns.store.Ping(ctx); err != nil {
+			problems = append(problems, "postgres: "+err.Error())
+		}
+		return problems
+	})
+	return Lead(ctx, exec, elector, time.Duration(cfg.Leader.RetryPeriod), log, h)
+}
+
+// connections are the executor's clients; their owner closes them.
+type connections struct {
+	redis rueidis.Client
+	store *store.Store
+	kafka *kafka.Client
+}
+
+func (c *connections) close() {
+	if c.kafka != nil {
+		c.kafka.Close()
+	}
+	if c.store != nil {
+		c.store.Close()
+	}
+	if c.redis != nil {
+		c.redis.Close()
+	}
+}
+
+// connect opens Redis, PostgreSQL (migrating its schema) and Kafka
+// (checking the topics), each retried with a capped backoff until it works:
+// a server may be away for minutes. It returns nil connections when ctx
+// ends first, and an ErrConfig error when the topics cannot serve the
+// partition.
+func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connections, error) {
+	c := &connections{}
+	steps := []struct {
+		component string
+		open      func(context.Context) error
+	}{
+		{"redis", func(context.Context) (err error) {
+			c.redis, err = rueidis.NewClient(rueidis.ClientOption{
+				InitAddress: cfg.Redis.Addresses, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
+				DisableCache: true, // the executor is the only writer of its keys
+			})
+			return err
+		}},
+		{"postgres", func(ctx context.Context) error {
+			st, err := store.OpenPostgres(ctx, cfg.Postgres.DSN, store.Options{Table: cfg.Postgres.Table, BatchSize: cfg.Sync.BatchSize})
+			if err == nil {
+				if err = st.Migrate(ctx); err != nil {
+					st.Close()
+					return err
+				}
+				c.store = st
+			}
+			return err
+		}},
+		{"kafka", func(context.Context) error {
+			client, err := kafka.Connect(cfg.Kafka.Config)
+			if err == nil {
+				if err = pipeline.CheckTopics(client, cfg.Kafka.InputTopic, cfg.Kafka.OutputTopic, cfg.Kafka.DeadLetterTopic, cfg.Partition); err != nil {
+					client.Close()
+					return err
+				}
+				c.kafka = client
+			}
+			return err
+		}},
+	}
+	for _, step := range steps {
+		backoff := health.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
+		for {
+			err := step.open(ctx)
+			if err == nil {
+				h.Set(step.component, nil)
+				break
+			}
+			if errors.Is(err, pipeline.ErrTopology) {
+				c.close()
+				return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+			}
+			h.Set(step.component, err)
+			select {
+			case <-ctx.Done():
+				c.close()
+				return nil, nil
+			case <-time.After(backoff.Next()):
+			}
+		}
+	}
+	return c, nil
+}
+
+// readiness holds what /readyz asks: the current reasons not to be ready.
+type readiness struct {
+	fn atomic.Pointer[func() []string]
+}
+
+func (r *readiness) set(fn func() []string) { r.fn.Store(&fn) }
+func (r *readiness) problems() []string     { return (*r.fn.Load())() }
 
 // newElector returns the partition's Lease election, or nil when the
 // configuration names no Lease.
@@ -184,31 +292,46 @@ func kubeConfig() (*rest.Config, error) {
 }
 
 // Lead runs the partition: at once without an elector, else in terms of
-// leadership, standing by in between. A leader fenced by a newer one (or
-// that lost its Lease) stands by again; SIGTERM (ctx) ends it after the
-// current term's graceful stop.
-func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, pause time.Duration, log *slog.Logger) error {
-	if elector == nil {
-		return exec.Run(ctx)
-	}
+// leadership, standing by in between. A term that ends — fenced by a newer
+// leader, its Lease lost, or failed (a server away, a producer sarama gave
+// up on) — is followed by another after a pause that grows while terms
+// keep failing; only ctx (SIGTERM) ends Lead, after the current term's
+// graceful stop.
+func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, pause time.Duration, log *slog.Logger, h *health.Health) error {
+	backoff := health.Backoff{Min: pause, Max: 30 * time.Second}
 	for {
-		led, err := elector.Lead(ctx, exec.Run)
+		led, err := true, error(nil)
+		if elector == nil {
+			err = exec.Run(ctx)
+		} else {
+			led, err = elector.Lead(ctx, exec.Run)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := backoff.Next()
 		switch {
 		case err != nil && pipeline.Fenced(err):
-			log.Warn("Fenced by a newer leader; standing by", "err", err)
-		case err != nil && errors.Is(err, leader.ErrLost) && !errors.Is(err, kafka.ErrPermanent):
+			if elector == nil {
+				log.Error("Fenced: another executor claimed the partition, and without leader.lease nothing elects between them; retrying", "err", err, "backoff", wait)
+			} else {
+				backoff.Reset()
+				log.Warn("Fenced by a newer leader; standing by", "err", err)
+			}
+		case err != nil && errors.Is(err, leader.ErrLost):
+			backoff.Reset()
 			log.Warn("The term ended badly after its Lease was lost; standing by", "err", err)
 		case err != nil:
-			return err
-		case ctx.Err() != nil:
-			return nil
+			// Logged once until a term processes again (which clears it).
+			h.Set(pipeline.HealthTerm, err)
 		case led:
+			backoff.Reset()
 			log.Info("Stepped down; standing by")
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(pause):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -230,14 +353,14 @@ func NewPipeline(cfg config.Config, deps pipeline.Deps) (*pipeline.Executor, err
 	}, deps), nil
 }
 
-// Handler serves /healthz (the process runs), /readyz (ready() says the
-// partition is being processed) and /metrics.
-func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
+// Handler serves /healthz (the process runs), /readyz (ready when
+// problems returns none; else 503 listing them) and /metrics.
+func Handler(reg *prometheus.Registry, problems func() []string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not processing the partition", http.StatusServiceUnavailable)
+		if p := problems(); len(p) > 0 {
+			http.Error(w, "not ready: "+strings.Join(p, "; "), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

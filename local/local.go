@@ -33,6 +33,7 @@ import (
 
 	"github.com/docexec/docexec/executor"
 	"github.com/docexec/docexec/executor/codec"
+	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
@@ -189,6 +190,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 	defer func() { stopExecutors(); executors.Wait() }() //nolint:errcheck // an early return has its own error
 	var handovers atomic.Int64
 	for p := range partitions {
+		h := health.New(log.With("partition", p))
 		parts[p] = m.Partition(pool, p)
 		// The partition's replicas share a lock: one leads, the others
 		// stand by, as pods do with the partition's Lease.
@@ -197,9 +199,9 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 			exec := pipeline.New(pipeline.Options{
 				Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
 				Group: "docexec-" + pool, BatchSize: o.batchSize,
-			}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log,
+			}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log, Health: h,
 				State: state.New(redis, state.Options{Pool: pool, Partition: p})})
-			executors.Go(func() error { return executor.Lead(execCtx, exec, lock, 100*time.Millisecond, log) })
+			executors.Go(func() error { return executor.Lead(execCtx, exec, lock, 100*time.Millisecond, log, h) })
 		}
 	}
 	log.Info("Local pipeline started", "partitions", partitions, "brokers", kcfg.Brokers)

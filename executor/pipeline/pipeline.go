@@ -32,6 +32,7 @@ import (
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/state"
@@ -97,6 +98,8 @@ type Deps struct {
 	Codec       codec.Codec
 	Metrics     *metrics.Partition
 	Log         *slog.Logger
+	// Health hears of failures that are being retried (nil: none).
+	Health *health.Health
 }
 
 // Executor processes one partition.
@@ -272,8 +275,8 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	// Opening the writer fences every older producer of the partition.
 	writer, err := kafka.NewWriter(d.KafkaConfig, kafka.WriterOptions{
 		TransactionalID: kafka.TransactionalID(o.Pool, o.InputTopic, o.Partition),
-		Group:           o.Group, InputTopic: o.InputTopic, Partition: o.Partition, Log: d.Log,
-		MaxMessageBytes: limit,
+		Group:           o.Group, InputTopic: o.InputTopic, Partition: o.Partition,
+		MaxMessageBytes: limit, Failing: func(err error) { d.Health.Set("publish", err) },
 	})
 	if err != nil {
 		return err
@@ -281,6 +284,9 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	defer writer.Close()
 	pos, err := e.locate(ctx)
 	if err != nil {
+		return err
+	}
+	if err := CheckTopics(d.Kafka, o.InputTopic, o.OutputTopic, o.DeadLetterTopic, o.Partition); err != nil {
 		return err
 	}
 	deadLetterPartitions, err := d.Kafka.Partitions(o.DeadLetterTopic)
@@ -306,7 +312,7 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	refused := &refusedStates{Executor: e, limit: limit, budget: writer.Budget(), partitions: deadLetterPartitions}
 	defer refused.close()
 	sync := &syncer.Syncer{State: d.State, Store: d.Store, Pool: o.Pool, Part: o.Partition, Batch: o.SyncBatch, Metrics: d.Metrics, Log: d.Log,
-		Refused: refused.publish}
+		Health: d.Health, Refused: refused.publish}
 
 	batches := make(chan batch, 2)
 	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions, limit: limit, budget: writer.Budget()}
@@ -314,6 +320,7 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
 	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
 	e.ready.Store(true)
+	d.Health.Set(HealthTerm, nil)
 	d.Metrics.Leader.Set(1)
 	defer func() { e.ready.Store(false); d.Metrics.Leader.Set(0) }()
 	if err := g.Wait(); err != nil {
@@ -324,6 +331,43 @@ func (e *Executor) runOnce(ctx context.Context) error {
 		return fmt.Errorf("pipeline: final sync: %w", err)
 	}
 	d.Log.Info("Stopped partition after a final sync", "synced", rows)
+	return nil
+}
+
+// HealthTerm is the health component of the partition's terms: who runs
+// Run sets it when a term fails; Run clears it once processing again.
+const HealthTerm = "term"
+
+// ErrTopology marks topics that cannot serve a partition: missing, or an
+// output or dead-letter topic with fewer partitions than the input.
+var ErrTopology = errors.New("pipeline: the topics cannot serve the partition")
+
+// CheckTopics checks that the input topic has the partition and that the
+// output and dead-letter topics exist with as many partitions as the input
+// (states go to the output partition of the input's number). Its errors
+// wrap ErrTopology when a topic is wrong, not merely unreachable.
+func CheckTopics(c *kafka.Client, input, output, deadLetter string, partition int32) error {
+	have, err := c.Partitions(input)
+	if errors.Is(err, kafka.ErrNoTopic) {
+		return fmt.Errorf("%w: kafka.inputTopic: topic %q does not exist", ErrTopology, input)
+	}
+	if err != nil {
+		return err
+	}
+	if partition >= have {
+		return fmt.Errorf("%w: partition: topic %q has %d partitions, no partition %d", ErrTopology, input, have, partition)
+	}
+	for _, t := range []struct{ setting, topic string }{{"kafka.outputTopic", output}, {"kafka.deadLetterTopic", deadLetter}} {
+		n, err := c.Partitions(t.topic)
+		switch {
+		case errors.Is(err, kafka.ErrNoTopic):
+			return fmt.Errorf("%w: %s: topic %q does not exist", ErrTopology, t.setting, t.topic)
+		case err != nil:
+			return err
+		case n < have:
+			return fmt.Errorf("%w: %s: topic %q has %d partitions, fewer than the %d of input topic %q", ErrTopology, t.setting, t.topic, n, have, input)
+		}
+	}
 	return nil
 }
 
@@ -399,13 +443,14 @@ func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Re
 		case <-ctx.Done():
 			return ctx.Err()
 		case cerr, ok := <-r.Errors():
-			if ok {
-				p.deps.Log.Warn("Kafka read error; the reader retries", "err", cerr.Err)
+			if ok { // the reader retries by itself
+				p.deps.Health.Set("read", cerr.Err)
 			}
 		case m, ok := <-r.Messages():
 			if !ok {
 				return errors.New("pipeline: the Kafka reader stopped")
 			}
+			p.deps.Health.Set("read", nil)
 			if len(pending) == 0 {
 				timer.Reset(p.opts.BatchWait)
 			}
@@ -494,13 +539,14 @@ func (p *processor) apply(ctx context.Context, updates []state.Update, next int6
 		started := time.Now()
 		res, err := p.deps.State.Apply(ctx, p.pos.epoch, updates, next, p.deps.Store)
 		if err == nil {
+			p.deps.Health.Set("merge", nil)
 			p.deps.Metrics.RedisSeconds.Observe(time.Since(started).Seconds())
 			return res, nil
 		}
 		if syncer.Fatal(err) || ctx.Err() != nil {
 			return state.Result{}, err
 		}
-		p.deps.Log.Warn("Merge failed; retrying", "err", err, "backoff", backoff)
+		p.deps.Health.Set("merge", err)
 		for i := range updates {
 			if updates[i].Emit == state.EmitChanged {
 				updates[i].Emit = state.EmitAlways

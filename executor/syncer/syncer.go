@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
@@ -42,6 +43,8 @@ type Syncer struct {
 	Batch   int // states per transaction; DefaultBatchSize when 0
 	Metrics *metrics.Partition
 	Log     *slog.Logger
+	// Health hears of failed passes and of the one after them (nil: none).
+	Health *health.Health
 	// Refused reports a state that PostgreSQL refuses to store (a
 	// character its encoding lacks, a constraint): the pass sets it aside
 	// and goes on. Its error fails the pass (the state is retried).
@@ -168,15 +171,15 @@ func (s *Syncer) Run(ctx context.Context, epoch uint64, interval time.Duration) 
 			return nil
 		case <-t.C:
 		}
-		if _, err := s.Pass(ctx, epoch); err != nil {
-			if ctx.Err() != nil {
-				return nil // stopped mid-pass: the owner runs a final pass
-			}
-			if Fatal(err) {
-				return err
-			}
-			s.Log.Warn("Sync pass failed; dirty states wait in Redis", "err", err)
+		_, err := s.Pass(ctx, epoch)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil // stopped mid-pass: the owner runs a final pass
+		case err != nil && Fatal(err):
+			return err
 		}
+		// A failed pass is retried next interval; dirty states wait in Redis.
+		s.Health.Set("sync", err)
 	}
 }
 

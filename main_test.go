@@ -186,6 +186,38 @@ func TestTheExecutorNeverPrintsItsPostgresPassword(t *testing.T) {
 	}
 }
 
+// TestTopicsThatCannotServeThePartitionExitTwo starts the real binary on
+// topics that cannot work — rather than retrying silently while /readyz
+// says ready, it exits 2 naming the setting.
+func TestTopicsThatCannotServeThePartitionExitTwo(t *testing.T) {
+	brokers := testenv.Kafka(t, 2, "in", "out", "dlq")
+	testenv.CreateTopic(t, brokers, "out1", 1, nil)
+	redis, dsn := testenv.RedisAddr(t), testenv.Postgres(t)
+	bin := binary(t)
+	for _, tc := range []struct {
+		name, in, out, dlq, partition, want string
+	}{
+		{"a missing output topic", "in", "nope", "dlq", "0", `kafka.outputTopic: topic "nope" does not exist`},
+		{"a missing dead-letter topic", "in", "out", "nope", "0", `kafka.deadLetterTopic: topic "nope" does not exist`},
+		{"a missing input topic", "nope", "out", "dlq", "0", `kafka.inputTopic: topic "nope" does not exist`},
+		{"an output topic with fewer partitions", "in", "out1", "dlq", "0", `kafka.outputTopic: topic "out1" has 1 partitions, fewer than the 2 of input topic "in"`},
+		{"a partition the input topic lacks", "in", "out", "dlq", "2", `topic "in" has 2 partitions, no partition 2`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, "executor", "--pool", "topo", "--partition", tc.partition, "--kafka.brokers", strings.Join(brokers, ","),
+				"--kafka.inputTopic", tc.in, "--kafka.outputTopic", tc.out, "--kafka.deadLetterTopic", tc.dlq,
+				"--redis.addresses", redis, "--listen", freeAddr(t), "--logFormat", "text")
+			cmd.Env = append(os.Environ(), "DOCEXEC_POSTGRES_DSN="+dsn)
+			out, err := cmd.CombinedOutput()
+			exit, ok := err.(*exec.ExitError)
+			said := strings.ReplaceAll(string(out), `\"`, `"`) // as the text log quotes it
+			if !ok || exit.ExitCode() != 2 || !strings.Contains(said, tc.want) {
+				t.Fatalf("%v; want exit 2 saying %s:\n%s", err, tc.want, out)
+			}
+		})
+	}
+}
+
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

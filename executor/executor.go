@@ -215,7 +215,7 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 		{"kafka", func(context.Context) error {
 			client, err := kafka.Connect(cfg.Kafka.Config)
 			if err == nil {
-				if err = pipeline.CheckTopics(client, cfg.Kafka.InputTopic, cfg.Kafka.OutputTopic, cfg.Kafka.DeadLetterTopic, cfg.Partition); err != nil {
+				if err = client.CheckTopics(cfg.Kafka.InputTopic, cfg.Kafka.OutputTopic, cfg.Kafka.DeadLetterTopic, cfg.Partition); err != nil {
 					client.Close()
 					return err
 				}
@@ -232,7 +232,7 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 				h.Set(step.component, nil)
 				break
 			}
-			if errors.Is(err, pipeline.ErrTopology) {
+			if errors.Is(err, kafka.ErrTopology) {
 				c.close()
 				return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 			}

@@ -15,6 +15,40 @@ const DefaultMaxMessageBytes = 1000000
 // ErrNoTopic means that a topic does not exist.
 var ErrNoTopic = errors.New("kafka: no such topic")
 
+// ErrTopology marks topics that cannot serve a partition: missing, or an
+// output or dead-letter topic with fewer partitions than the input.
+var ErrTopology = errors.New("the topics cannot serve the partition")
+
+// CheckTopics checks that the input topic has the partition and that the
+// output and dead-letter topics exist with as many partitions as the input
+// (states go to the output partition of the input's number). Its errors
+// wrap ErrTopology when a topic is wrong, not merely unreachable, and name
+// the setting.
+func (c *Client) CheckTopics(input, output, deadLetter string, partition int32) error {
+	have, err := c.Partitions(input)
+	if errors.Is(err, ErrNoTopic) {
+		return fmt.Errorf("%w: kafka.inputTopic: topic %q does not exist", ErrTopology, input)
+	}
+	if err != nil {
+		return err
+	}
+	if partition >= have {
+		return fmt.Errorf("%w: partition: topic %q has %d partitions, no partition %d", ErrTopology, input, have, partition)
+	}
+	for _, t := range []struct{ setting, topic string }{{"kafka.outputTopic", output}, {"kafka.deadLetterTopic", deadLetter}} {
+		n, err := c.Partitions(t.topic)
+		switch {
+		case errors.Is(err, ErrNoTopic):
+			return fmt.Errorf("%w: %s: topic %q does not exist", ErrTopology, t.setting, t.topic)
+		case err != nil:
+			return err
+		case n < have:
+			return fmt.Errorf("%w: %s: topic %q has %d partitions, fewer than the %d of input topic %q", ErrTopology, t.setting, t.topic, n, have, input)
+		}
+	}
+	return nil
+}
+
 // Sizes on the wire that the producer's count of a record leaves out: the
 // v2 record batch header, and room to spare.
 const (

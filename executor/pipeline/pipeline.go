@@ -286,7 +286,7 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := CheckTopics(d.Kafka, o.InputTopic, o.OutputTopic, o.DeadLetterTopic, o.Partition); err != nil {
+	if err := d.Kafka.CheckTopics(o.InputTopic, o.OutputTopic, o.DeadLetterTopic, o.Partition); err != nil {
 		return err
 	}
 	deadLetterPartitions, err := d.Kafka.Partitions(o.DeadLetterTopic)
@@ -337,39 +337,6 @@ func (e *Executor) runOnce(ctx context.Context) error {
 // HealthTerm is the health component of the partition's terms: who runs
 // Run sets it when a term fails; Run clears it once processing again.
 const HealthTerm = "term"
-
-// ErrTopology marks topics that cannot serve a partition: missing, or an
-// output or dead-letter topic with fewer partitions than the input.
-var ErrTopology = errors.New("pipeline: the topics cannot serve the partition")
-
-// CheckTopics checks that the input topic has the partition and that the
-// output and dead-letter topics exist with as many partitions as the input
-// (states go to the output partition of the input's number). Its errors
-// wrap ErrTopology when a topic is wrong, not merely unreachable.
-func CheckTopics(c *kafka.Client, input, output, deadLetter string, partition int32) error {
-	have, err := c.Partitions(input)
-	if errors.Is(err, kafka.ErrNoTopic) {
-		return fmt.Errorf("%w: kafka.inputTopic: topic %q does not exist", ErrTopology, input)
-	}
-	if err != nil {
-		return err
-	}
-	if partition >= have {
-		return fmt.Errorf("%w: partition: topic %q has %d partitions, no partition %d", ErrTopology, input, have, partition)
-	}
-	for _, t := range []struct{ setting, topic string }{{"kafka.outputTopic", output}, {"kafka.deadLetterTopic", deadLetter}} {
-		n, err := c.Partitions(t.topic)
-		switch {
-		case errors.Is(err, kafka.ErrNoTopic):
-			return fmt.Errorf("%w: %s: topic %q does not exist", ErrTopology, t.setting, t.topic)
-		case err != nil:
-			return err
-		case n < have:
-			return fmt.Errorf("%w: %s: topic %q has %d partitions, fewer than the %d of input topic %q", ErrTopology, t.setting, t.topic, n, have, input)
-		}
-	}
-	return nil
-}
 
 // maxMessageBytes returns the largest record batch that both the output and
 // the dead-letter topic accept.

@@ -163,7 +163,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		if !errors.Is(err, state.ErrLost) || ctx.Err() != nil {
 			return err
 		}
-		e.deps.Log.Warn("Lost the partition's state in Redis; recovering from PostgreSQL and Kafka", "err", err)
+		e.deps.Log.Warn("Lost the partition's state in Redis, or Redis went back in time; recovering from PostgreSQL and Kafka", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -205,9 +205,27 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 			return position{}, err
 		}
 	}
+	// Dirty states exist only in Redis: a Redis that may evict them cannot
+	// be led on (the term fails, saying why, and is retried).
+	if err := d.State.CheckEviction(ctx); err != nil {
+		return position{}, err
+	}
 	claim, err := d.State.Claim(ctx, mark.Epoch, complete)
 	if err != nil {
 		return position{}, err
+	}
+	synced := hasMark && mark.Offset != store.NoOffset
+	if claim.HasApplied && synced && claim.Applied < mark.Offset {
+		// Redis went back to before what PostgreSQL holds (an older
+		// snapshot restored): its states may lack updates that PostgreSQL
+		// has, and replay cannot bring back what the log no longer
+		// retains. Forget them; they are read through again.
+		d.Log.Warn("Redis holds the partition as of an offset older than PostgreSQL's watermark; forgetting its states to read them from PostgreSQL",
+			"applied", claim.Applied, "watermark", mark.Offset)
+		if err := d.State.Forget(ctx, claim.Epoch); err != nil {
+			return position{}, err
+		}
+		claim.HasApplied = false
 	}
 	// PostgreSQL learns the epoch at once: it is the floor of the next claim
 	// should Redis lose the partition, so an epoch is never handed out twice.
@@ -229,7 +247,7 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 	}
 	p := position{epoch: claim.Epoch, committed: committed}
 	var resume int64
-	switch synced := hasMark && mark.Offset != store.NoOffset; {
+	switch {
 	case claim.HasApplied:
 		resume, p.replayed = claim.Applied, claim.Applied
 	case synced:

@@ -90,17 +90,22 @@ func (h *harness) produce(values ...[]byte) {
 	h.inputs = append(h.inputs, values...)
 }
 
-// start runs an executor until the returned stop is called; stop returns
-// Run's error.
-func (h *harness) start() (stop func() error) {
+// executor returns an executor of the harness's partition.
+func (h *harness) executor() *pipeline.Executor {
 	json, _ := codec.New("json")
-	ctx, cancel := context.WithCancel(context.Background())
-	e := pipeline.New(h.opts, pipeline.Deps{
+	return pipeline.New(h.opts, pipeline.Deps{
 		KafkaConfig: h.cfg, Kafka: h.client, Store: h.storeOrDown(), Codec: json,
 		State:   state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: h.opts.Partition}),
 		Metrics: metrics.New(prometheus.NewRegistry()).Partition(h.opts.Pool, h.opts.Partition),
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+}
+
+// start runs an executor until the returned stop is called; stop returns
+// Run's error.
+func (h *harness) start() (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := h.executor()
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	return func() error { cancel(); return <-done }
@@ -618,4 +623,87 @@ func TestAStateTheFinalSyncCannotStoreIsDeadLetteredAndTheStopIsClean(t *testing
 	if got, err := json.Decode(dead[0].Value); err != nil || got.Text != refused.Text {
 		t.Fatalf("the dead letter holds %q (%v), want the state", dead[0].Value, err)
 	}
+}
+
+// ownRedis points the harness at a private redis-server, which the test
+// may stop, start and roll back.
+func (h *harness) ownRedis() *testenv.RedisServer {
+	r := testenv.OwnRedis(h.t)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{r.Addr()}, DisableCache: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(c.Close)
+	h.redis = c
+	return r
+}
+
+// TestRedisComingBackOlderIsNoticedAndRecovered restores an older snapshot
+// of Redis under a running executor, in the same epoch: its states miss
+// updates that were applied, published and synced since. The executor must
+// notice, recover, and never publish a state older than one it published.
+func TestRedisComingBackOlderIsNoticedAndRecovered(t *testing.T) {
+	for _, synced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("synced since the snapshot: %v", synced), func(t *testing.T) {
+			h := newHarness(t)
+			r := h.ownRedis()
+			if !synced {
+				h.opts.SyncInterval = time.Hour
+			}
+			stop := h.start()
+			h.produce(updates(600, 40, 1)...)
+			h.waitCommitted()
+			r.Save(t) // the snapshot
+			h.produce(updates(600, 40, 2)...)
+			h.waitCommitted()
+			if synced {
+				h.waitSynced()
+			}
+			r.StopLosingSinceSave(t)
+			r.Start(t) // back, as of the snapshot
+			h.produce(updates(600, 40, 3)...)
+			h.waitCommitted()
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			_, final := h.reference()
+			checkNeverBackwards(t, h.emitted(), final)
+			h.checkStored(final)
+		})
+	}
+}
+
+// waitSynced waits until PostgreSQL's watermark covers every input.
+func (h *harness) waitSynced() {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mark, _, err := h.store.Watermark(context.Background(), h.opts.Pool, 0)
+		if err == nil && mark.Offset == int64(len(h.inputs)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("watermark %d (%v), want %d", mark.Offset, err, len(h.inputs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestARedisThatMayEvictDirtyStatesIsNotLedOn(t *testing.T) {
+	h := newHarness(t)
+	r := h.ownRedis()
+	if err := h.redis.Do(context.Background(), h.redis.B().ConfigSet().ParameterValue().ParameterValue("maxmemory-policy", "allkeys-lru").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(updates(100, 10, 1)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := h.executor().Run(ctx)
+	if !errors.Is(err, state.ErrEvicting) || !strings.Contains(err.Error(), "allkeys-lru") {
+		t.Fatalf("Run returned %v, want ErrEvicting naming the policy", err)
+	}
+	if got, _, _ := h.client.Committed("g", "in", 0); got != 0 {
+		t.Fatalf("committed offset %d: nothing may be processed on such a Redis", got)
+	}
+	r.Stop(t)
 }

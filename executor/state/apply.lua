@@ -8,7 +8,8 @@
 -- ARGV[1] the caller's epoch, ARGV[2] the offset after the batch, ARGV[3] "1"
 -- when base states from PostgreSQL follow each update, ARGV[4] the length of
 -- the state key prefix (the rest of a key is the url), ARGV[5] the TTL in
--- seconds of clean states (0: none). Then per update: emit mode ("c" if
+-- seconds of clean states (0: none), ARGV[6] the applied offset as the
+-- caller last left it ("" for none). Then per update: emit mode ("c" if
 -- changed, "a" always, "n" never), pubDate, fetchTime, text and, with bases,
 -- the base: kind ("-" absent from PostgreSQL, "+" present, "" not looked
 -- up), p, f, t, ff.
@@ -18,6 +19,16 @@
 -- called a few times per batch, not per update: that is what makes a batch
 -- cheap.
 local meta, dirty = KEYS[1], KEYS[2]
+
+-- The caller is the partition's only writer (fence.lua): the applied offset
+-- is as it last left it, or this batch's when a retry follows a call whose
+-- reply was lost. Anything else means Redis went back in time within the
+-- epoch (a restore of an older snapshot, a promoted replica that lagged):
+-- its states miss updates the caller applied and published.
+local applied = redis.call('HGET', meta, 'applied') or ''
+if applied ~= ARGV[6] and applied ~= ARGV[2] then
+  return redis.error_reply('DXSTALE the applied offset is "' .. applied .. '", the caller last saw "' .. ARGV[6] .. '"')
+end
 
 local withBase = ARGV[3] == '1'
 local prefixLen = tonumber(ARGV[4])
@@ -62,7 +73,7 @@ for i = 1, n do
   local key = KEYS[2 + i]
   if states[key] == nil then
     local v = stored[key]
-    local a = 5 + (i - 1) * stride
+    local a = 6 + (i - 1) * stride
     if v then
       states[key] = {string.sub(v, 1, 20), string.sub(v, 21, 40), string.sub(v, 41, 60), nil, v}
     elseif complete then
@@ -91,7 +102,7 @@ end
 local emitted, unchanged, changedKeys, isChanged = {}, 0, {}, {}
 for i = 1, n do
   local key = KEYS[2 + i]
-  local a = 5 + (i - 1) * stride
+  local a = 6 + (i - 1) * stride
   local mode, p, f, t = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local s = states[key]
   local changed = false
@@ -154,8 +165,9 @@ for _, key in ipairs(cacheOnly) do
   end
 end
 
-local applied = tonumber(redis.call('HGET', meta, 'applied') or '-1')
-if tonumber(ARGV[2]) > applied then
+-- The applied offset never goes back (a replay re-applies lower offsets):
+-- everything below it is applied.
+if applied == '' or tonumber(ARGV[2]) > tonumber(applied) then
   redis.call('HSET', meta, 'applied', ARGV[2])
 end
 return {'ok', unchanged, emitted}

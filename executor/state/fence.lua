@@ -1,11 +1,17 @@
 -- Prepended to every script that writes a partition: KEYS[1] is its meta
--- hash, ARGV[1] the caller's epoch. A caller whose epoch is not the
+-- hash, ARGV[1] the caller's epoch. A caller whose epoch is older than the
 -- partition's (a newer executor claimed it) may not write; a partition
--- without an epoch was lost (Redis restarted empty or was flushed).
+-- without an epoch was lost (Redis restarted empty or was flushed), one
+-- whose epoch is older than the caller's went back in time (restored from
+-- an older snapshot): both need recovering. Epochs count claims, far below
+-- 2^53, so Lua's numbers compare them exactly.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   return redis.error_reply('DXLOST partition state is gone from Redis')
 end
-if epoch ~= ARGV[1] then
+if tonumber(epoch) > tonumber(ARGV[1]) then
   return redis.error_reply('DXFENCED partition epoch is ' .. epoch .. ', caller has ' .. ARGV[1])
+end
+if epoch ~= ARGV[1] then
+  return redis.error_reply('DXSTALE partition epoch is ' .. epoch .. ', older than the caller\'s ' .. ARGV[1])
 end

@@ -32,6 +32,13 @@ var (
 	// ErrLost means Redis no longer holds the partition (restarted empty,
 	// flushed): recover from PostgreSQL and Kafka.
 	ErrLost = errors.New("state: partition state lost from Redis")
+	// ErrStale means Redis went back in time (an older snapshot restored, a
+	// lagging replica promoted): its states miss updates this executor
+	// applied. It wraps ErrLost: the recovery is the same.
+	ErrStale = fmt.Errorf("%w: Redis went back in time", ErrLost)
+	// ErrEvicting means Redis may evict keys (an allkeys-* maxmemory-policy):
+	// dirty states, which exist nowhere else, could vanish.
+	ErrEvicting = errors.New("state: Redis may evict keys")
 )
 
 var (
@@ -47,6 +54,8 @@ var (
 	syncPageSource string
 	//go:embed clean.lua
 	cleanSource string
+	//go:embed forget.lua
+	forgetSource string
 
 	claimScript = rueidis.NewLuaScript(claimSource)
 	// Scripts that write check the caller's epoch first.
@@ -54,6 +63,7 @@ var (
 	beginSyncScript = rueidis.NewLuaScript(fenceSource + beginSyncSource)
 	syncPageScript  = rueidis.NewLuaScript(fenceSource + syncPageSource)
 	cleanScript     = rueidis.NewLuaScript(fenceSource + cleanSource)
+	forgetScript    = rueidis.NewLuaScript(fenceSource + forgetSource)
 )
 
 // Options says whose state this is.
@@ -75,6 +85,9 @@ type State struct {
 	dirtyKey   string
 	syncingKey string
 	docPrefix  string
+	// applied is the applied offset as this writer last left it ("": none),
+	// which Apply checks to notice Redis going back in time.
+	applied string
 }
 
 // New returns the state of the partition that opts names.
@@ -109,11 +122,12 @@ func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, 
 		return Claim{}, fmt.Errorf("state: claim partition %d: epoch %q: %w", s.opts.Partition, epochText, err)
 	}
 	c := Claim{Epoch: epoch}
+	s.applied = ""
 	if appliedText, err := res[1].ToString(); err == nil {
 		if c.Applied, err = strconv.ParseInt(appliedText, 10, 64); err != nil {
 			return Claim{}, fmt.Errorf("state: claim partition %d: applied offset %q: %w", s.opts.Partition, appliedText, err)
 		}
-		c.HasApplied = true
+		c.HasApplied, s.applied = true, appliedText
 	}
 	return c, nil
 }
@@ -177,6 +191,9 @@ func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next 
 	for range maxReadThroughs {
 		res, err := s.apply(ctx, keys, s.applyArgs(epoch, next, updates, looked, stored), updates)
 		if err != nil || res.missing == nil {
+			if err == nil {
+				s.advance(next)
+			}
 			res.ReadThrough = len(looked)
 			return res.Result, err
 		}
@@ -196,13 +213,20 @@ func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next 
 	return Result{}, fmt.Errorf("state: apply: urls still missing after %d read-throughs", maxReadThroughs)
 }
 
+// advance records next as applied, as apply.lua does: it never goes back.
+func (s *State) advance(next int64) {
+	if prev, err := strconv.ParseInt(s.applied, 10, 64); err != nil || next > prev {
+		s.applied = strconv.FormatInt(next, 10)
+	}
+}
+
 // applyArgs encodes a batch as apply.lua reads it, with the states looked
 // up in PostgreSQL so far.
 func (s *State) applyArgs(epoch uint64, next int64, updates []Update, looked map[string]bool, stored map[string]document.Document) []string {
 	withBase := len(looked) > 0
-	args := make([]string, 0, 5+9*len(updates))
+	args := make([]string, 0, 6+9*len(updates))
 	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(next, 10), flag(withBase),
-		strconv.Itoa(len(s.docPrefix)), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10))
+		strconv.Itoa(len(s.docPrefix)), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10), s.applied)
 	for _, u := range updates {
 		args = append(args, string(u.Emit), padded(u.Doc.PubDate), padded(u.Doc.FetchTime), u.Doc.Text)
 		if !withBase {
@@ -319,7 +343,8 @@ func flag(b bool) string {
 	return "0"
 }
 
-// classify turns the scripts' error replies into ErrFenced and ErrLost.
+// classify turns the scripts' error replies into ErrFenced, ErrLost and
+// ErrStale.
 func (s *State) classify(op string, err error) error {
 	if rerr, ok := rueidis.IsRedisErr(err); ok {
 		switch {
@@ -327,6 +352,8 @@ func (s *State) classify(op string, err error) error {
 			return fmt.Errorf("%w (partition %d: %s)", ErrFenced, s.opts.Partition, rerr.Error())
 		case strings.HasPrefix(rerr.Error(), "DXLOST"):
 			return fmt.Errorf("%w (partition %d: %s)", ErrLost, s.opts.Partition, rerr.Error())
+		case strings.HasPrefix(rerr.Error(), "DXSTALE"):
+			return fmt.Errorf("%w (partition %d: %s)", ErrStale, s.opts.Partition, rerr.Error())
 		}
 	}
 	return fmt.Errorf("state: %s of partition %d: %w", op, s.opts.Partition, err)

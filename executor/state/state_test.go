@@ -503,3 +503,63 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 		t.Fatal("a state dirty again kept its TTL")
 	}
 }
+
+// TestRedisGoingBackInTimeIsNoticed sets the partition's meta back as an
+// older snapshot would: its applied offset behind what this writer left,
+// or its epoch older than this writer's claim.
+func TestRedisGoingBackInTimeIsNoticed(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name  string
+			field string // of the meta hash, set back
+			value string
+		}{
+			{"an applied offset behind the writer's", "applied", "1"},
+			{"an applied offset that vanished", "applied", ""},
+			{"an epoch older than the writer's", "epoch", "0"}, // the claim gave 1
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s, epoch, pool := fresh(t, c, true)
+				doc := document.Document{URL: "u", FetchTime: 1}
+				for next := range int64(3) {
+					if _, err := s.Apply(ctx, epoch, changed(doc), next+1, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				meta := "dx:{" + pool + "/3}:meta"
+				cmd := c.B().Hset().Key(meta).FieldValue().FieldValue(tc.field, tc.value).Build()
+				if tc.value == "" {
+					cmd = c.B().Hdel().Key(meta).Field(tc.field).Build()
+				}
+				if err := c.Do(ctx, cmd).Error(); err != nil {
+					t.Fatal(err)
+				}
+				_, err := s.Apply(ctx, epoch, changed(doc), 4, nil)
+				if !errors.Is(err, state.ErrStale) || !errors.Is(err, state.ErrLost) {
+					t.Fatalf("got %v, want ErrStale (an ErrLost)", err)
+				}
+			})
+		}
+	})
+}
+
+func TestAReplayBelowTheAppliedOffsetLeavesIt(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch, _ := fresh(t, c, true)
+		doc := document.Document{URL: "u", FetchTime: 1}
+		if _, err := s.Apply(ctx, epoch, changed(doc), 5, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Apply(ctx, epoch, changed(doc), 5, nil); err != nil {
+			t.Fatalf("the same batch again: %v", err)
+		}
+		if _, err := s.Apply(ctx, epoch, changed(doc), 3, nil); err != nil {
+			t.Fatal(err)
+		}
+		if applied, _, _ := s.Applied(ctx); applied != 5 {
+			t.Fatalf("applied offset %d after a replay of 3, want 5", applied)
+		}
+	})
+}

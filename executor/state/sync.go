@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -151,4 +152,69 @@ func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Do
 		}
 	}
 	return out, nil
+}
+
+// Forget deletes the partition's states, dirty and syncing sets and
+// applied offset from Redis, keeping its epoch: for a Redis that went back
+// to before what PostgreSQL holds, whose states are older than the durable
+// copy and must be read through again. The caller must own the partition
+// (epoch): nobody else writes its keys meanwhile.
+func (s *State) Forget(ctx context.Context, epoch uint64) error {
+	pattern := globEscape(s.docPrefix) + "*"
+	for addr, node := range s.client.Nodes() { // the keys live on one node of a cluster
+		var cursor uint64
+		for {
+			entry, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				return fmt.Errorf("state: list the states of partition %d on %s: %w", s.opts.Partition, addr, err)
+			}
+			if len(entry.Elements) > 0 {
+				if err := node.Do(ctx, node.B().Unlink().Key(entry.Elements...).Build()).Error(); err != nil {
+					return fmt.Errorf("state: delete states of partition %d: %w", s.opts.Partition, err)
+				}
+			}
+			if cursor = entry.Cursor; cursor == 0 {
+				break
+			}
+		}
+	}
+	err := forgetScript.Exec(ctx, s.client, []string{s.metaKey, s.dirtyKey, s.syncingKey}, []string{strconv.FormatUint(epoch, 10)}).Error()
+	if err != nil {
+		return s.classify("forget", err)
+	}
+	s.applied = ""
+	return nil
+}
+
+// globEscape escapes the characters SCAN's MATCH treats as patterns.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// CheckEviction returns ErrEvicting when a Redis node may evict keys that
+// have no TTL (maxmemory-policy allkeys-*): dirty states exist nowhere
+// else. Policies that evict only keys with a TTL (volatile-*) evict synced
+// states alone, which PostgreSQL holds. A Redis that will not say (CONFIG
+// renamed or denied, as managed services do) is taken at its word.
+func (s *State) CheckEviction(ctx context.Context) error {
+	for addr, node := range s.client.Nodes() {
+		policy, err := node.Do(ctx, node.B().ConfigGet().Parameter("maxmemory-policy").Build()).AsStrMap()
+		if err != nil {
+			if _, refused := rueidis.IsRedisErr(err); refused {
+				continue
+			}
+			return fmt.Errorf("state: read maxmemory-policy of %s: %w", addr, err)
+		}
+		if p := policy["maxmemory-policy"]; strings.HasPrefix(p, "allkeys-") {
+			return fmt.Errorf("%w: %s has maxmemory-policy %s, which may evict dirty states; use noeviction or a volatile-* policy", ErrEvicting, addr, p)
+		}
+	}
+	return nil
 }

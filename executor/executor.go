@@ -128,7 +128,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	defer conns.close()
 	exec, err := NewPipeline(cfg, pipeline.Deps{
 		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
-		State:   state.New(conns.redis, state.Options{Pool: cfg.Pool, Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL)}),
+		State: state.New(conns.redis, state.Options{Pool: cfg.Pool, Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
+			PartitionCount: conns.kafka.PartitionCount(cfg.Kafka.InputTopic)}),
 		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
 	})
 	if err != nil {

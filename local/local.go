@@ -200,7 +200,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 				Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
 				Group: "docexec-" + pool, BatchSize: o.batchSize,
 			}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log, Health: h,
-				State: state.New(redis, state.Options{Pool: pool, Partition: p})})
+				State: state.New(redis, state.Options{Pool: pool, Partition: p, PartitionCount: client.PartitionCount(InputTopic)})})
 			executors.Go(func() error { return executor.Lead(execCtx, exec, lock, 100*time.Millisecond, log, h) })
 		}
 	}

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -63,6 +64,12 @@ func (c *Client) Partitions(topic string) (int32, error) {
 		return 0, fmt.Errorf("kafka: partitions of topic %q: %w", topic, err)
 	}
 	return int32(len(ps)), nil
+}
+
+// PartitionCount returns a function that reads topic's partition count
+// afresh from the brokers at each call.
+func (c *Client) PartitionCount(topic string) func(context.Context) (int32, error) {
+	return func(context.Context) (int32, error) { return c.Partitions(topic) }
 }
 
 // StartOffset names where a partition never read before starts.

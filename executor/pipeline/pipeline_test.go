@@ -183,7 +183,13 @@ func (h *harness) read(topic string) [][]byte {
 // them once the executor stopped, as read_committed hides nothing then.
 func (h *harness) records(topic string) []*kafka.Record {
 	h.t.Helper()
-	r, err := h.client.Read(topic, 0, 0)
+	return h.recordsOf(topic, 0)
+}
+
+// recordsOf is records of another partition.
+func (h *harness) recordsOf(topic string, partition int32) []*kafka.Record {
+	h.t.Helper()
+	r, err := h.client.Read(topic, partition, 0)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -706,4 +712,165 @@ func TestARedisThatMayEvictDirtyStatesIsNotLedOn(t *testing.T) {
 		t.Fatalf("committed offset %d: nothing may be processed on such a Redis", got)
 	}
 	r.Stop(t)
+}
+
+// TestAfterTheTopicGrowsNoStateLacksSyncedHistory grows the input topic
+// from 2 to 3 partitions mid-stream. Urls move between partitions; one that
+// arrives at a partition whose Redis copy was complete (it started on an
+// empty database) must be read from PostgreSQL, not taken for new: no
+// emission may lack history synced before it.
+func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
+	brokers := testenv.Kafka(t, 2, "in")
+	for _, topic := range []string{"out", "dlq"} {
+		testenv.CreateTopic(t, brokers, topic, 3, nil)
+	}
+	h := newHarnessOn(t, brokers)
+	h.opts.SyncInterval = 50 * time.Millisecond
+	run := func(p int32) func() error {
+		opts := h.opts
+		opts.Partition = p
+		json, _ := codec.New("json")
+		e := pipeline.New(opts, pipeline.Deps{
+			KafkaConfig: h.cfg, Kafka: h.client, Store: h.store, Codec: json,
+			State:   state.New(h.redis, state.Options{Pool: opts.Pool, Partition: p, PartitionCount: h.client.PartitionCount("in")}),
+			Metrics: metrics.New(prometheus.NewRegistry()).Partition(opts.Pool, p),
+			Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		return func() error { cancel(); return <-done }
+	}
+	const urls = 200
+	history := map[string]uint64{} // the oldest fetch time of each url, synced before the growth
+	var lines [][]byte
+	for i := range urls {
+		for v := range 3 {
+			u := fmt.Sprintf("https://moving.example/%d", i)
+			fetch := uint64(1000 + 10*i + v)
+			lines = append(lines, fmt.Appendf(nil, `{"url":%q,"pubDate":1,"fetchTime":%d,"text":"old %d"}`, u, fetch, v))
+			if v == 0 {
+				history[u] = fetch
+			}
+		}
+	}
+	stops := []func() error{run(0), run(1)}
+	h.produceKeyed(lines)
+	h.waitAllCommitted(2)
+	h.waitAllSynced(2)
+
+	testenv.GrowTopic(t, brokers, "in", 3)
+	stops = append(stops, run(2))
+	lines = lines[:0]
+	for i := range urls {
+		u := fmt.Sprintf("https://moving.example/%d", i)
+		lines = append(lines, fmt.Appendf(nil, `{"url":%q,"pubDate":2,"fetchTime":%d,"text":"new"}`, u, 5000+i))
+	}
+	grown, err := kafka.NewProducer(h.cfg, kafka.DefaultMaxMessageBytes) // sees three partitions
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer grown.Close()
+	msgs := make([]kafka.Message, len(lines))
+	for i, l := range lines {
+		msgs[i] = kafka.Message{Topic: "in", Key: fmt.Appendf(nil, "https://moving.example/%d", i), Value: l}
+	}
+	if err := grown.Send(msgs); err != nil {
+		t.Fatal(err)
+	}
+	h.inputs = append(h.inputs, lines...)
+	h.waitAllCommitted(3)
+	for _, stop := range stops {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	json, _ := codec.New("json")
+	moved := 0
+	for p := range int32(3) {
+		for _, r := range h.recordsOf("out", p) {
+			d, err := json.Decode(r.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.FetchTime < 5000 {
+				continue // an emission of the history itself
+			}
+			moved++
+			if got := firstFetchTime(t, r.Value); got != history[d.URL] {
+				t.Fatalf("partition %d emitted %s with firstFetchTime %d: it lacks the history synced before (oldest %d)", p, d.URL, got, history[d.URL])
+			}
+		}
+	}
+	if moved != urls {
+		t.Fatalf("%d emissions after the growth, want one per url", moved)
+	}
+	_, final := h.reference()
+	h.checkStored(final)
+}
+
+// produceKeyed sends lines keyed by their url, as producers of the input
+// topic do.
+func (h *harness) produceKeyed(lines [][]byte) {
+	h.t.Helper()
+	json, _ := codec.New("json")
+	msgs := make([]kafka.Message, len(lines))
+	for i, l := range lines {
+		d, err := json.Decode(l)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		msgs[i] = kafka.Message{Topic: "in", Key: []byte(d.URL), Value: l}
+	}
+	if err := h.producer.Send(msgs); err != nil {
+		h.t.Fatal(err)
+	}
+	h.inputs = append(h.inputs, lines...)
+}
+
+// waitAllCommitted waits until the group committed the end of each of the
+// input topic's first n partitions.
+func (h *harness) waitAllCommitted(n int32) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for p := range n {
+		for {
+			end, err := h.client.Offset("in", p, kafka.Latest)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			off, _, err := h.client.Committed("g", "in", p)
+			if err == nil && off == end {
+				break
+			}
+			if time.Now().After(deadline) {
+				h.t.Fatalf("partition %d: committed %d of %d (%v)", p, off, end, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// waitAllSynced waits until PostgreSQL's watermark of each of the first n
+// partitions is the end of its input.
+func (h *harness) waitAllSynced(n int32) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for p := range n {
+		for {
+			end, err := h.client.Offset("in", p, kafka.Latest)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			mark, _, err := h.store.Watermark(context.Background(), h.opts.Pool, p)
+			if err == nil && mark.Offset == end {
+				break
+			}
+			if time.Now().After(deadline) {
+				h.t.Fatalf("partition %d: watermark %d of %d (%v)", p, mark.Offset, end, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }

@@ -9,10 +9,11 @@
 -- when base states from PostgreSQL follow each update, ARGV[4] the length of
 -- the state key prefix (the rest of a key is the url), ARGV[5] the TTL in
 -- seconds of clean states (0: none), ARGV[6] the applied offset as the
--- caller last left it ("" for none). Then per update: emit mode ("c" if
--- changed, "a" always, "n" never), pubDate, fetchTime, text and, with bases,
--- the base: kind ("-" absent from PostgreSQL, "+" present, "" not looked
--- up), p, f, t, ff.
+-- caller last left it ("" for none), ARGV[7] the input topic's partition
+-- count now (read when the partition may be complete). Then per update:
+-- emit mode ("c" if changed, "a" always, "n" never), pubDate, fetchTime,
+-- text and, with bases, the base: kind ("-" absent from PostgreSQL, "+"
+-- present, "" not looked up), p, f, t, ff.
 --
 -- Numbers are fixed-width digit strings: Lua numbers are doubles, and
 -- equal-width digit strings order like the integers they spell. Redis is
@@ -35,7 +36,14 @@ local prefixLen = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local stride = withBase and 9 or 4
 local n = #KEYS - 2
-local complete = redis.call('HGET', meta, 'complete') == '1'
+-- A complete copy (claim.lua) stays complete only while the topic keeps
+-- its partition count: once it changed, urls with history elsewhere move
+-- in, and it never is again.
+local completeFor = redis.call('HGET', meta, 'complete')
+local complete = completeFor and completeFor == ARGV[7]
+if completeFor and not complete then
+  redis.call('HDEL', meta, 'complete')
+end
 local CHUNK = 1000 -- arguments per call, well below Lua's unpack limit
 
 -- bytesGreater compares like Go's a > b on strings; Lua's own comparison
@@ -73,7 +81,7 @@ for i = 1, n do
   local key = KEYS[2 + i]
   if states[key] == nil then
     local v = stored[key]
-    local a = 6 + (i - 1) * stride
+    local a = 7 + (i - 1) * stride
     if v then
       states[key] = {string.sub(v, 1, 20), string.sub(v, 21, 40), string.sub(v, 41, 60), nil, v}
     elseif complete then
@@ -102,7 +110,7 @@ end
 local emitted, unchanged, changedKeys, isChanged = {}, 0, {}, {}
 for i = 1, n do
   local key = KEYS[2 + i]
-  local a = 6 + (i - 1) * stride
+  local a = 7 + (i - 1) * stride
   local mode, p, f, t = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local s = states[key]
   local changed = false

@@ -1,16 +1,19 @@
 -- Makes the caller the partition's only writer: the epoch becomes one more
 -- than both the stored epoch and ARGV[1] (the highest epoch PostgreSQL has
 -- seen, which survives a Redis wipe), so every older writer's next call is
--- refused. ARGV[2] == "1" marks a partition that starts from nothing: its
--- Redis copy is complete and a missing key means a new url.
+-- refused. A non-empty ARGV[2] marks a partition that starts from nothing:
+-- its Redis copy is complete and a missing key means a new url, for as long
+-- as the input topic keeps ARGV[2] partitions (urls move between partitions
+-- when it grows).
 --
--- KEYS[1] meta hash. Returns {epoch, applied offset or false}.
+-- KEYS[1] meta hash. Returns {epoch, applied offset or false, the partition
+-- count completeness holds for or false}.
 local meta = KEYS[1]
 local stored = tonumber(redis.call('HGET', meta, 'epoch') or '0')
 local floor = tonumber(ARGV[1])
 local epoch = math.max(stored, floor) + 1
-if stored == 0 and ARGV[2] == '1' then
+if stored == 0 and ARGV[2] ~= '' then
   redis.call('HSET', meta, 'complete', '1')
 end
 redis.call('HSET', meta, 'epoch', string.format('%d', epoch))
-return {string.format('%d', epoch), redis.call('HGET', meta, 'applied') or false}
+return {string.format('%d', epoch), redis.call('HGET', meta, 'applied') or false, redis.call('HGET', meta, 'complete') or false}

@@ -75,6 +75,11 @@ type Options struct {
 	// CleanTTL lets synced states expire from Redis after this long; 0 keeps
 	// them. Dirty states never expire.
 	CleanTTL time.Duration
+	// PartitionCount reads the input topic's partition count now. A
+	// partition whose Redis copy is complete stays so only while the count
+	// does not change (urls with history elsewhere move in when it grows).
+	// nil: it never changes.
+	PartitionCount func(context.Context) (int32, error)
 }
 
 // State is one partition's state in Redis.
@@ -88,6 +93,9 @@ type State struct {
 	// applied is the applied offset as this writer last left it ("": none),
 	// which Apply checks to notice Redis going back in time.
 	applied string
+	// completeFor is the partition count for which the claim found the
+	// partition's copy complete ("": not complete).
+	completeFor string
 }
 
 // New returns the state of the partition that opts names.
@@ -109,13 +117,23 @@ type Claim struct {
 // floor is the highest epoch recorded elsewhere (PostgreSQL), so epochs keep
 // growing across a Redis wipe. complete says that the partition has no
 // history anywhere, so a url missing from Redis is a new url, not an evicted
-// one (it counts only if Redis holds nothing of the partition yet).
+// one (it counts only if Redis holds nothing of the partition yet, and
+// while the input topic keeps its partition count).
 func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, error) {
+	completeFor := ""
+	if complete {
+		n, err := s.partitionCount(ctx)
+		if err != nil {
+			return Claim{}, fmt.Errorf("state: claim partition %d: %w", s.opts.Partition, err)
+		}
+		completeFor = n
+	}
 	res, err := claimScript.Exec(ctx, s.client, []string{s.metaKey},
-		[]string{strconv.FormatUint(floor, 10), flag(complete)}).ToArray()
+		[]string{strconv.FormatUint(floor, 10), completeFor}).ToArray()
 	if err != nil {
 		return Claim{}, fmt.Errorf("state: claim partition %d: %w", s.opts.Partition, err)
 	}
+	s.completeFor, _ = res[2].ToString()
 	epochText, _ := res[0].ToString()
 	epoch, err := strconv.ParseUint(epochText, 10, 64)
 	if err != nil {
@@ -184,12 +202,25 @@ func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next 
 	for _, u := range updates {
 		keys = append(keys, s.docPrefix+u.Doc.URL)
 	}
+	// A complete copy must know whether the topic still has the partition
+	// count it was complete for; read after the batch was, so that any url
+	// routed by a new count is seen with it.
+	count := ""
+	if s.completeFor != "" {
+		var err error
+		if count, err = s.partitionCount(ctx); err != nil {
+			return Result{}, fmt.Errorf("state: apply batch of partition %d: %w", s.opts.Partition, err)
+		}
+		if count != s.completeFor {
+			s.completeFor = "" // apply.lua voids it for good
+		}
+	}
 	// Nobody else writes between the calls (the epoch), but a clean state
 	// may expire: then the script asks again.
 	looked := map[string]bool{}
 	stored := map[string]document.Document{}
 	for range maxReadThroughs {
-		res, err := s.apply(ctx, keys, s.applyArgs(epoch, next, updates, looked, stored), updates)
+		res, err := s.apply(ctx, keys, s.applyArgs(epoch, next, count, updates, looked, stored), updates)
 		if err != nil || res.missing == nil {
 			if err == nil {
 				s.advance(next)
@@ -213,6 +244,19 @@ func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next 
 	return Result{}, fmt.Errorf("state: apply: urls still missing after %d read-throughs", maxReadThroughs)
 }
 
+// partitionCount is the input topic's partition count now, as apply.lua
+// and claim.lua compare it.
+func (s *State) partitionCount(ctx context.Context) (string, error) {
+	if s.opts.PartitionCount == nil {
+		return "1", nil
+	}
+	n, err := s.opts.PartitionCount(ctx)
+	if err != nil {
+		return "", fmt.Errorf("partition count of the input topic: %w", err)
+	}
+	return strconv.Itoa(int(n)), nil
+}
+
 // advance records next as applied, as apply.lua does: it never goes back.
 func (s *State) advance(next int64) {
 	if prev, err := strconv.ParseInt(s.applied, 10, 64); err != nil || next > prev {
@@ -222,11 +266,11 @@ func (s *State) advance(next int64) {
 
 // applyArgs encodes a batch as apply.lua reads it, with the states looked
 // up in PostgreSQL so far.
-func (s *State) applyArgs(epoch uint64, next int64, updates []Update, looked map[string]bool, stored map[string]document.Document) []string {
+func (s *State) applyArgs(epoch uint64, next int64, count string, updates []Update, looked map[string]bool, stored map[string]document.Document) []string {
 	withBase := len(looked) > 0
-	args := make([]string, 0, 6+9*len(updates))
+	args := make([]string, 0, 7+9*len(updates))
 	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(next, 10), flag(withBase),
-		strconv.Itoa(len(s.docPrefix)), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10), s.applied)
+		strconv.Itoa(len(s.docPrefix)), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10), s.applied, count)
 	for _, u := range updates {
 		args = append(args, string(u.Emit), padded(u.Doc.PubDate), padded(u.Doc.FetchTime), u.Doc.Text)
 		if !withBase {

@@ -193,3 +193,26 @@ func CreateTopic(t testing.TB, brokers []string, topic string, partitions int32,
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
 }
+
+// GrowTopic gives a topic more partitions, as an operator of a real cluster
+// does (kafka-topics --alter --partitions).
+func GrowTopic(t testing.TB, brokers []string, topic string, partitions int32) {
+	t.Helper()
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	req := kmsg.NewPtrCreatePartitionsRequest()
+	rt := kmsg.NewCreatePartitionsRequestTopic()
+	rt.Topic, rt.Count = topic, partitions
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10000
+	resp, err := req.RequestWith(context.Background(), client)
+	if err != nil {
+		t.Fatalf("grow topic %s: %v", topic, err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); err != nil {
+		t.Fatalf("grow topic %s: %v", topic, err)
+	}
+}

@@ -34,14 +34,10 @@ import (
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 )
 
-// DefaultResync is how often a pool that follows its topic's partition
-// count reads it again.
+// DefaultResync is how often a pool is looked at again without news: its
+// topic's partition count (when it follows it), the topics' fitness and
+// the lag in status are read at this rate.
 const DefaultResync = 30 * time.Second
-
-// TopicPartitions tells how many partitions a pool's input topic has.
-type TopicPartitions interface {
-	TopicPartitions(ctx context.Context, pool *docexecv1.DocExecutorPool) (int32, error)
-}
 
 // DocExecutorPoolReconciler reconciles DocExecutorPools.
 type DocExecutorPoolReconciler struct {
@@ -50,10 +46,10 @@ type DocExecutorPoolReconciler struct {
 	Recorder record.EventRecorder
 	// DefaultImage runs pools that name no image.
 	DefaultImage string
-	// Topics reads input topics' partition counts.
-	Topics TopicPartitions
-	// Resync is how often a pool following its topic is looked at again;
-	// DefaultResync when zero.
+	// Topics reads pools' topics.
+	Topics Topics
+	// Resync is how often a pool is looked at again; DefaultResync when
+	// zero.
 	Resync time.Duration
 }
 
@@ -103,10 +99,7 @@ func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())
 		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, &pool, *failed))
 	}
-	if pool.Spec.Partitions == nil {
-		return ctrl.Result{RequeueAfter: r.resync()}, nil
-	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: r.resync()}, nil
 }
 
 func (r *DocExecutorPoolReconciler) resync() time.Duration {
@@ -117,23 +110,24 @@ func (r *DocExecutorPoolReconciler) resync() time.Duration {
 }
 
 // wanted is how many partitions the pool should run and what is known of
-// its topic.
+// its topics.
 type wanted struct {
 	count int32 // -1: unknown (the topic could not be read)
 	topic *int32
+	info  TopicInfo
 	err   error
 }
 
 func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexecv1.DocExecutorPool) wanted {
 	w := wanted{count: -1}
-	n, err := r.Topics.TopicPartitions(ctx, pool)
+	info, err := r.Topics.Describe(ctx, pool)
 	if err != nil {
 		w.err = err
 		if pool.Spec.Partitions == nil { // only then does the pool depend on it
 			r.Recorder.Eventf(pool, corev1.EventTypeWarning, "KafkaUnreachable", "Reading the partitions of topic %s failed: %v", pool.Spec.Kafka.InputTopic, err)
 		}
 	} else {
-		w.topic = &n
+		w.info, w.topic = info, &info.Partitions
 	}
 	switch {
 	case pool.Spec.Partitions != nil:
@@ -396,15 +390,14 @@ func (r *DocExecutorPoolReconciler) create(ctx context.Context, pool *docexecv1.
 	return nil
 }
 
-// leaseNews passes Lease updates that change its holder or reported lag.
+// leaseNews passes Lease updates that change its holder.
 var leaseNews = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	before, ok1 := e.ObjectOld.(*coordinationv1.Lease)
 	after, ok2 := e.ObjectNew.(*coordinationv1.Lease)
 	if !ok1 || !ok2 {
 		return true
 	}
-	return ptr.Deref(before.Spec.HolderIdentity, "") != ptr.Deref(after.Spec.HolderIdentity, "") ||
-		before.Annotations[AnnotationLag] != after.Annotations[AnnotationLag]
+	return ptr.Deref(before.Spec.HolderIdentity, "") != ptr.Deref(after.Spec.HolderIdentity, "")
 }}
 
 // SetupWithManager registers the reconciler, watching the pool and what it
@@ -417,8 +410,8 @@ func (r *DocExecutorPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&docexecv1.DocExecutorPool{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
-		// Leaders renew their Lease every second: only a new holder or
-		// lag is news.
+		// Leaders renew their Lease every second: only a new holder is
+		// news.
 		Owns(&coordinationv1.Lease{}, builder.WithPredicates(leaseNews)).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).

@@ -29,18 +29,21 @@ import (
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
 	"github.com/docexec/docexec/executor/config"
+	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/internal/testenv"
 	"github.com/docexec/docexec/manager"
 )
 
-// fixedTopics answers a topic's partition count without Kafka.
+// fixedTopics answers for topics without Kafka.
 type fixedTopics struct {
-	n   int32
-	err error
+	n       int32
+	err     error
+	problem string
+	lag     map[int32]int64
 }
 
-func (f fixedTopics) TopicPartitions(context.Context, *docexecv1.DocExecutorPool) (int32, error) {
-	return f.n, f.err
+func (f fixedTopics) Describe(context.Context, *docexecv1.DocExecutorPool) (controllers.TopicInfo, error) {
+	return controllers.TopicInfo{Partitions: f.n, Problem: f.problem, Lag: f.lag}, f.err
 }
 
 // env is one test's namespace and a reconciler whose writes are counted.
@@ -51,7 +54,7 @@ type env struct {
 	writes atomic.Int64
 }
 
-func newEnv(t *testing.T, topics controllers.TopicPartitions) *env {
+func newEnv(t *testing.T, topics controllers.Topics) *env {
 	needControlPlane(t)
 	e := &env{t: t, ns: fmt.Sprintf("t%x", rand.Uint32())}
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}); err != nil {
@@ -379,6 +382,78 @@ func TestUnsetPartitionsFollowTheTopicAsItGrows(t *testing.T) {
 	}
 }
 
+// TestTopicsThatCannotServeThePoolDegradeIt reads real topics: an output
+// topic with fewer partitions than the input, then a missing dead-letter
+// topic. The executors would exit at start; the pool says why.
+func TestTopicsThatCannotServeThePoolDegradeIt(t *testing.T) {
+	brokers := testenv.Kafka(t, 3, "updates")
+	testenv.CreateTopic(t, brokers, "states", 2, nil)
+	e := newEnv(t, &controllers.KafkaTopics{Remember: time.Nanosecond})
+	p := e.pool("unfit", func(s *docexecv1.DocExecutorPoolSpec) { s.Kafka.Brokers = brokers })
+	for _, want := range []string{
+		`kafka.outputTopic: topic "states" has 2 partitions, fewer than the 3 of input topic "updates"`,
+		`kafka.deadLetterTopic: topic "dead" does not exist`,
+	} {
+		e.reconcile(p)
+		c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "TopicsUnfit" || !strings.Contains(c.Message, want) {
+			t.Fatalf("Degraded %+v, want TopicsUnfit saying %s", c, want)
+		}
+		testenv.GrowTopic(t, brokers, "states", 3) // fixed; the next problem shows
+	}
+	testenv.CreateTopic(t, brokers, "dead", 3, nil)
+	e.reconcile(p)
+	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse {
+		t.Fatalf("Degraded %+v once the topics are right", c)
+	}
+}
+
+// TestStatusShowsTheLagReadFromKafka commits an offset for the pool's group
+// the way executors do (in a transaction) and reads the lag in status: the
+// API server carries no lag reports, Kafka already knows.
+func TestStatusShowsTheLagReadFromKafka(t *testing.T) {
+	brokers := testenv.Kafka(t, 2, "updates", "states", "dead")
+	e := newEnv(t, &controllers.KafkaTopics{Remember: time.Nanosecond})
+	p := e.pool("lagging", func(s *docexecv1.DocExecutorPoolSpec) { s.Kafka.Brokers = brokers })
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers}, kafka.DefaultMaxMessageBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	msgs := make([]kafka.Message, 10)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Topic: "updates", Key: []byte("same key"), Value: []byte("x")}
+	}
+	if err := producer.Send(msgs); err != nil {
+		t.Fatal(err)
+	}
+	client, err := kafka.Connect(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	busy := int32(0) // the partition the key went to
+	if end, _ := client.Offset("updates", 1, kafka.Latest); end == 10 {
+		busy = 1
+	}
+	w, err := kafka.NewWriter(kafka.Config{Brokers: brokers}, kafka.WriterOptions{TransactionalID: "t", Group: "docexec-lagging", InputTopic: "updates", Partition: busy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Publish(context.Background(), nil, 4); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile(p)
+	st := e.get(p).Status
+	if lag := st.PartitionStatuses[busy].Lag; lag == nil || *lag != 6 {
+		t.Fatalf("partition %d: lag %v, want 6 (10 messages, 4 committed)", busy, lag)
+	}
+	if lag := st.PartitionStatuses[1-busy].Lag; lag != nil {
+		t.Fatalf("partition %d never committed, yet shows lag %d", 1-busy, *lag)
+	}
+}
+
 func TestUnreachableKafkaIsExplainedAndChangesNothing(t *testing.T) {
 	e := newEnv(t, fixedTopics{err: fmt.Errorf("dial tcp: connection refused")})
 	p := e.pool("blind", nil)
@@ -464,7 +539,7 @@ func TestAChangedSpecIsProgressingUntilItIsApplied(t *testing.T) {
 }
 
 func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
-	e := newEnv(t, fixedTopics{n: 2})
+	e := newEnv(t, fixedTopics{n: 2, lag: map[int32]int64{1: 42}})
 	p := e.pool("watched", nil)
 	e.reconcile(p)
 	// What the Deployment controller and the executors would report.
@@ -483,9 +558,6 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 		var l coordinationv1.Lease
 		e.mustGet(&l, fmt.Sprintf("watched-p%d", i))
 		l.Spec.HolderIdentity = ptr.To(holder)
-		if i == 1 {
-			l.Annotations = map[string]string{controllers.AnnotationLag: "42"}
-		}
 		if err := k8s.Update(context.Background(), &l); err != nil {
 			t.Fatal(err)
 		}
@@ -514,6 +586,12 @@ func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {
 		{"partitions are at least 1 when set", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](0) }, "spec.partitions"},
 		{"replicas per partition are 1 to 9", func(s *docexecv1.DocExecutorPoolSpec) { s.ReplicasPerPartition = 10 }, "spec.replicasPerPartition"},
 		{"durations are positive", func(s *docexecv1.DocExecutorPoolSpec) { s.Sync.Interval = &metav1.Duration{Duration: -time.Second} }, "sync.interval must be positive"},
+		{"a lease is at least 2s", func(s *docexecv1.DocExecutorPoolSpec) {
+			s.Failover.LeaseDuration = &metav1.Duration{Duration: time.Second}
+		}, "failover.leaseDuration must be at least 2s"},
+		{"a retry period is at least 200ms", func(s *docexecv1.DocExecutorPoolSpec) {
+			s.Failover.RetryPeriod = &metav1.Duration{Duration: 100 * time.Millisecond}
+		}, "failover.retryPeriod must be at least 200ms"},
 		{"the renew deadline is shorter than the lease", func(s *docexecv1.DocExecutorPoolSpec) {
 			s.Failover.LeaseDuration = &metav1.Duration{Duration: 2 * time.Second}
 			s.Failover.RenewDeadline = &metav1.Duration{Duration: 3 * time.Second}

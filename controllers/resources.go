@@ -21,7 +21,6 @@ import (
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/kafka"
-	"github.com/docexec/docexec/executor/leader"
 )
 
 // Labels and annotations the operator sets.
@@ -30,9 +29,6 @@ const (
 	LabelPartition   = "docexec.io/partition"
 	AnnotationHash   = "docexec.io/spec-hash"
 	AnnotationConfig = "docexec.io/config-hash"
-	// AnnotationLag is where a partition's leader reports its consumer lag
-	// on the partition's Lease.
-	AnnotationLag = leader.AnnotationLag
 	// AnnotationDeletionCost ranks pods for removal by their ReplicaSet
 	// (lowest first); the operator sets it on each partition's leader.
 	AnnotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
@@ -88,7 +84,7 @@ func executorConfig(p *docexecv1.DocExecutorPool) ([]byte, error) {
 	c.Pool = p.Name
 	c.Kafka.Brokers = s.Kafka.Brokers
 	c.Kafka.InputTopic, c.Kafka.OutputTopic, c.Kafka.DeadLetterTopic = s.Kafka.InputTopic, s.Kafka.OutputTopic, s.Kafka.DeadLetterTopic
-	c.Kafka.Group = "docexec-" + p.Name
+	c.Kafka.Group = consumerGroup(p)
 	c.Kafka.Format = s.Kafka.Format
 	c.Kafka.Compression = s.Kafka.Compression
 	c.Kafka.StartOffset = kafka.StartOffset(s.Kafka.StartOffset)
@@ -312,3 +308,6 @@ func volumes(p *docexecv1.DocExecutorPool) []corev1.Volume {
 	}
 	return v
 }
+
+// consumerGroup is the group whose offsets a pool's executors commit.
+func consumerGroup(p *docexecv1.DocExecutorPool) string { return "docexec-" + p.Name }

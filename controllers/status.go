@@ -3,7 +3,6 @@ package controllers
 import (
 	"fmt"
 	"slices"
-	"strconv"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,13 +47,11 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashe
 				progressing = append(progressing, fmt.Sprintf("partition %d is rolling out", p))
 			}
 		}
-		if l, ok := o.leases[p]; ok {
-			if l.Spec.HolderIdentity != nil {
-				ps.Leader = *l.Spec.HolderIdentity
-			}
-			if lag, err := strconv.ParseInt(l.Annotations[AnnotationLag], 10, 64); err == nil {
-				ps.Lag = &lag
-			}
+		if l, ok := o.leases[p]; ok && l.Spec.HolderIdentity != nil {
+			ps.Leader = *l.Spec.HolderIdentity
+		}
+		if lag, ok := want.info.Lag[p]; ok {
+			ps.Lag = &lag
 		}
 		// A partition is served when a ready pod leads it.
 		if ps.ReadyReplicas > 0 && ps.Leader != "" {
@@ -90,6 +87,8 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashe
 		set(ConditionProgressing, false, "Stable", "Every partition runs the current spec")
 	}
 	switch {
+	case want.info.Problem != "":
+		set(ConditionDegraded, true, "TopicsUnfit", "Executors exit at start: "+want.info.Problem)
 	case want.err != nil && pool.Spec.Partitions == nil:
 		set(ConditionDegraded, true, "KafkaUnreachable", fmt.Sprintf("The partitions of topic %s cannot be read, so the pool cannot follow it: %v", pool.Spec.Kafka.InputTopic, want.err))
 	case want.topic != nil && count > *want.topic:

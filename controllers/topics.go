@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -10,8 +11,27 @@ import (
 	"github.com/docexec/docexec/executor/kafka"
 )
 
-// KafkaTopics reads input topics' partition counts from the brokers,
-// remembering each answer for a while: pools reconcile on every pod change.
+// TopicInfo is what the operator reads of a pool's topics.
+type TopicInfo struct {
+	// Partitions is the input topic's partition count.
+	Partitions int32
+	// Problem says why the output or dead-letter topic cannot serve the
+	// pool (missing, or fewer partitions than the input); empty when they
+	// can.
+	Problem string
+	// Lag is the pool's consumer lag by partition (messages after its
+	// committed offset), for the partitions that committed one.
+	Lag map[int32]int64
+}
+
+// Topics reads a pool's topics.
+type Topics interface {
+	Describe(ctx context.Context, pool *docexecv1.DocExecutorPool) (TopicInfo, error)
+}
+
+// KafkaTopics reads pools' topics from the brokers, remembering each answer
+// for a while: pools reconcile on every pod change, and status is not a
+// metrics bus (lag changes in status at most once per Remember).
 type KafkaTopics struct {
 	// Timeout bounds one lookup; 10 s when zero.
 	Timeout time.Duration
@@ -23,41 +43,55 @@ type KafkaTopics struct {
 }
 
 type answer struct {
-	partitions int32
-	err        error // failures are remembered too: a dead broker is not asked at every pass
-	at         time.Time
+	info TopicInfo
+	err  error // failures are remembered too: a dead broker is not asked at every pass
+	at   time.Time
 }
 
-// TopicPartitions counts the partitions of the pool's input topic. TLS uses
-// the system's roots; SASL is not used: pools that need it set
-// spec.partitions.
-func (k *KafkaTopics) TopicPartitions(_ context.Context, pool *docexecv1.DocExecutorPool) (int32, error) {
-	key := strings.Join(pool.Spec.Kafka.Brokers, ",") + "/" + pool.Spec.Kafka.InputTopic
+// Describe reads the pool's topics. TLS uses the system's roots; SASL is
+// not used: pools that need it set spec.partitions.
+func (k *KafkaTopics) Describe(_ context.Context, pool *docexecv1.DocExecutorPool) (TopicInfo, error) {
+	s := pool.Spec.Kafka
+	key := strings.Join([]string{strings.Join(s.Brokers, ","), s.InputTopic, s.OutputTopic, s.DeadLetterTopic, consumerGroup(pool)}, "/")
 	k.mu.Lock()
 	a, ok := k.recent[key]
 	k.mu.Unlock()
 	if ok && time.Since(a.at) < or(k.Remember, 10*time.Second) {
-		return a.partitions, a.err
+		return a.info, a.err
 	}
-	n, err := k.lookup(pool)
+	info, err := k.lookup(pool)
 	k.mu.Lock()
 	if k.recent == nil {
 		k.recent = map[string]answer{}
 	}
-	k.recent[key] = answer{partitions: n, err: err, at: time.Now()}
+	k.recent[key] = answer{info: info, err: err, at: time.Now()}
 	k.mu.Unlock()
-	return n, err
+	return info, err
 }
 
-func (k *KafkaTopics) lookup(pool *docexecv1.DocExecutorPool) (int32, error) {
-	cfg := kafka.Config{Brokers: pool.Spec.Kafka.Brokers, ClientID: "docexec-operator", Timeout: or(k.Timeout, 10*time.Second)}
-	cfg.TLS.Enabled = pool.Spec.Kafka.TLS != nil
+func (k *KafkaTopics) lookup(pool *docexecv1.DocExecutorPool) (TopicInfo, error) {
+	s := pool.Spec.Kafka
+	cfg := kafka.Config{Brokers: s.Brokers, ClientID: "docexec-operator", Timeout: or(k.Timeout, 10*time.Second)}
+	cfg.TLS.Enabled = s.TLS != nil
 	client, err := kafka.Connect(cfg)
 	if err != nil {
-		return 0, err
+		return TopicInfo{}, err
 	}
 	defer client.Close()
-	return client.Partitions(pool.Spec.Kafka.InputTopic)
+	var info TopicInfo
+	if info.Partitions, err = client.Partitions(s.InputTopic); err != nil {
+		return TopicInfo{}, err
+	}
+	switch err := client.CheckTopics(s.InputTopic, s.OutputTopic, s.DeadLetterTopic, 0); {
+	case errors.Is(err, kafka.ErrTopology):
+		info.Problem = err.Error()
+	case err != nil:
+		return TopicInfo{}, err
+	}
+	if info.Lag, err = client.Lag(consumerGroup(pool), s.InputTopic, info.Partitions); err != nil {
+		return TopicInfo{}, err
+	}
+	return info, nil
 }
 
 func or(d, def time.Duration) time.Duration {

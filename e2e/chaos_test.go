@@ -47,8 +47,9 @@ type fleet struct {
 	logs    map[string]*testenv.Buffer
 	listen  map[string]string // HTTP address of each executor
 	next    int
-	stream  [][]byte // lines still to produce
-	inputs  [][]byte // lines produced
+	docs    docgen.Options // of the stream; its Seed grows as it is used up
+	stream  [][]byte       // lines still to produce
+	inputs  [][]byte       // lines produced
 }
 
 // servers are what a fleet runs against; zero fields get the shared test
@@ -70,7 +71,7 @@ func newFleet(t testing.TB, s servers) *fleet {
 	if s.dsn == "" {
 		s.dsn = testenv.Postgres(t)
 	}
-	f := &fleet{c: c, bin: buildDocexec(t), brokers: s.brokers, redis: s.redis, dsn: s.dsn, stream: webStream(1),
+	f := &fleet{c: c, bin: buildDocexec(t), brokers: s.brokers, redis: s.redis, dsn: s.dsn, docs: webDocs,
 		pool: fmt.Sprintf("chaos%x", rand.Uint32()), procs: map[string]*exec.Cmd{}, logs: map[string]*testenv.Buffer{}, listen: map[string]string{}}
 	rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 	if err != nil {
@@ -178,19 +179,23 @@ func (f *fleet) signal(name string, sig syscall.Signal) {
 	}
 }
 
-// webStream returns web-like updates of 150 pages (texts of kilobytes in
-// every script, urls up to 8 KB), out of order and duplicated, with a few
-// bad lines: the same each run for a seed.
-func webStream(seed uint64) [][]byte {
-	gen, err := docgen.New(docgen.Options{Seed: seed, URLs: 150, MaxMessageBytes: 256 << 10, BadLineRate: 0.005})
+// webDocs are the fleet's updates: 150 pages at a time, texts of kilobytes
+// in every script, urls up to 8 KB, out of order and duplicated, with a few
+// bad lines.
+var webDocs = docgen.Options{URLs: 150, MaxMessageBytes: 256 << 10, BadLineRate: 0.005}
+
+// more returns the lines of the fleet's next stream of updates.
+func (f *fleet) more() ([][]byte, error) {
+	f.docs.Seed++
+	gen, err := docgen.New(f.docs)
 	if err != nil {
-		panic(err) // constant options
+		return nil, err
 	}
 	var lines [][]byte
 	for l := range gen.Lines() {
 		lines = append(lines, l.JSON)
 	}
-	return lines
+	return lines, nil
 }
 
 // produce sends the stream's next n lines.
@@ -209,8 +214,13 @@ func (f *fleet) tryProduce(n int) error {
 	}
 	defer p.Close()
 	f.mu.Lock()
-	if len(f.stream) < n { // a soak or a benchmark outlasts a stream
-		f.stream = append(f.stream, webStream(uint64(len(f.inputs)+2))...)
+	for len(f.stream) < n {
+		lines, err := f.more()
+		if err != nil {
+			f.mu.Unlock()
+			return err
+		}
+		f.stream = append(f.stream, lines...)
 	}
 	lines := f.stream[:n]
 	f.stream = f.stream[n:]

@@ -135,7 +135,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	elector, err := newElector(cfg, exec, log)
+	elector, err := newElector(cfg, log)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -259,7 +259,7 @@ func (r *readiness) problems() []string     { return (*r.fn.Load())() }
 
 // newElector returns the partition's Lease election, or nil when the
 // configuration names no Lease.
-func newElector(cfg config.Config, exec *pipeline.Executor, log *slog.Logger) (leader.Elector, error) {
+func newElector(cfg config.Config, log *slog.Logger) (leader.Elector, error) {
 	if cfg.Leader.Lease == "" {
 		return nil, nil
 	}
@@ -267,6 +267,12 @@ func newElector(cfg config.Config, exec *pipeline.Executor, log *slog.Logger) (l
 	if err != nil {
 		return nil, fmt.Errorf("leader election needs the Kubernetes API: %w", err)
 	}
+	// The client serves the election alone, with limits well above its
+	// needs (a renewal every retry period): under client-go's default of 5
+	// requests a second, renewals waited behind other requests past their
+	// deadline, and busy leaders lost their Lease.
+	perSecond := float32(time.Second) / float32(cfg.Leader.RetryPeriod)
+	rest.QPS, rest.Burst = max(4*perSecond, 10), max(int(8*perSecond), 20)
 	client, err := kubernetes.NewForConfig(rest)
 	if err != nil {
 		return nil, fmt.Errorf("leader election: %w", err)
@@ -280,7 +286,7 @@ func newElector(cfg config.Config, exec *pipeline.Executor, log *slog.Logger) (l
 	return &leader.Lease{
 		Client: client, Namespace: cfg.Leader.Namespace, Name: cfg.Leader.Lease, Identity: identity,
 		LeaseDuration: time.Duration(cfg.Leader.LeaseDuration), RenewDeadline: time.Duration(cfg.Leader.RenewDeadline),
-		RetryPeriod: time.Duration(cfg.Leader.RetryPeriod), Lag: exec.Lag, Log: log,
+		RetryPeriod: time.Duration(cfg.Leader.RetryPeriod), Log: log,
 	}, nil
 }
 

@@ -182,20 +182,22 @@ type SyncSpec struct {
 // FailoverSpec tunes each partition's leader election.
 type FailoverSpec struct {
 	// LeaseDuration is how long a standby waits after the leader's last
-	// renewal before taking over.
+	// renewal before taking over. At least 2s: below, a busy node's
+	// leader misses renewals and loses its Lease for nothing.
 	// +kubebuilder:default="5s"
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="failover.leaseDuration must be positive"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('2s')",message="failover.leaseDuration must be at least 2s"
 	// +optional
 	LeaseDuration *metav1.Duration `json:"leaseDuration,omitempty"`
 	// RenewDeadline is how long the leader keeps trying to renew before it
-	// steps down.
+	// steps down. At least 1s.
 	// +kubebuilder:default="3s"
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="failover.renewDeadline must be positive"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="failover.renewDeadline must be at least 1s"
 	// +optional
 	RenewDeadline *metav1.Duration `json:"renewDeadline,omitempty"`
-	// RetryPeriod is the time between election attempts.
+	// RetryPeriod is the time between election attempts, and between the
+	// leader's renewals (one API write each). At least 200ms.
 	// +kubebuilder:default="1s"
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="failover.retryPeriod must be positive"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('200ms')",message="failover.retryPeriod must be at least 200ms"
 	// +optional
 	RetryPeriod *metav1.Duration `json:"retryPeriod,omitempty"`
 	// ShutdownTimeout bounds the leader's last batch and sync on SIGTERM;

@@ -110,6 +110,14 @@ type Leader struct {
 	RetryPeriod   Duration `json:"retryPeriod"`
 }
 
+// The tightest election timings allowed (the CRD says the same): below
+// them, a busy leader misses renewals and loses its Lease for nothing.
+const (
+	MinLeaseDuration = 2 * time.Second
+	MinRenewDeadline = time.Second
+	MinRetryPeriod   = 200 * time.Millisecond
+)
+
 // Default returns the configuration before file, environment and flags.
 func Default() Config {
 	return Config{
@@ -285,7 +293,9 @@ func (c Config) Validate() error {
 	check(c.ShutdownTimeout > 0, "shutdownTimeout", "must be positive")
 	if c.Leader.Lease != "" {
 		check(c.Leader.Namespace != "", "leader.namespace", "required with leader.lease")
-		check(c.Leader.RetryPeriod > 0, "leader.retryPeriod", "must be positive")
+		check(c.Leader.RetryPeriod >= Duration(MinRetryPeriod), "leader.retryPeriod", "must be at least "+MinRetryPeriod.String())
+		check(c.Leader.RenewDeadline >= Duration(MinRenewDeadline), "leader.renewDeadline", "must be at least "+MinRenewDeadline.String())
+		check(c.Leader.LeaseDuration >= Duration(MinLeaseDuration), "leader.leaseDuration", "must be at least "+MinLeaseDuration.String())
 		check(c.Leader.RenewDeadline > c.Leader.RetryPeriod, "leader.renewDeadline", "must be longer than leader.retryPeriod")
 		check(c.Leader.LeaseDuration > c.Leader.RenewDeadline, "leader.leaseDuration", "must be longer than leader.renewDeadline")
 	}

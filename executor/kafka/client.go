@@ -155,3 +155,67 @@ func (c *Client) EnsureTopic(topic string, partitions int32) error {
 	}
 	return nil
 }
+
+// Lag returns a consumer group's lag on each partition of topic that it
+// committed an offset for: the high-water mark less the committed offset.
+// It asks each broker once for the high-water marks of the partitions it
+// leads, so pools of thousands of partitions cost a few requests.
+func (c *Client) Lag(group, topic string, partitions int32) (map[int32]int64, error) {
+	all := make([]int32, partitions)
+	for p := range all {
+		all[p] = int32(p)
+	}
+	resp, err := c.admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: all})
+	if err == nil && resp.Err != sarama.ErrNoError {
+		err = resp.Err
+	}
+	if errors.Is(err, sarama.ErrGroupIDNotFound) {
+		return map[int32]int64{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka: committed offsets of group %q on %s: %w", group, topic, err)
+	}
+	ends, err := c.highWaterMarks(topic, all)
+	if err != nil {
+		return nil, err
+	}
+	lag := map[int32]int64{}
+	for _, p := range all {
+		if b := resp.GetBlock(topic, p); b != nil && b.Err == sarama.ErrNoError && b.Offset >= 0 {
+			lag[p] = max(0, ends[p]-b.Offset)
+		}
+	}
+	return lag, nil
+}
+
+// highWaterMarks returns the next offset of each partition, asking each
+// leader once for all of its partitions.
+func (c *Client) highWaterMarks(topic string, partitions []int32) (map[int32]int64, error) {
+	byLeader := map[*sarama.Broker]*sarama.OffsetRequest{}
+	for _, p := range partitions {
+		b, err := c.sc.Leader(topic, p)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: leader of %s/%d: %w", topic, p, err)
+		}
+		req, ok := byLeader[b]
+		if !ok {
+			req = &sarama.OffsetRequest{Version: 1}
+			byLeader[b] = req
+		}
+		req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+	}
+	ends := make(map[int32]int64, len(partitions))
+	for b, req := range byLeader {
+		resp, err := b.GetAvailableOffsets(req)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: high-water marks of %s from broker %d: %w", topic, b.ID(), err)
+		}
+		for p, block := range resp.Blocks[topic] {
+			if block.Err != sarama.ErrNoError {
+				return nil, fmt.Errorf("kafka: high-water mark of %s/%d: %w", topic, p, block.Err)
+			}
+			ends[p] = block.Offset
+		}
+	}
+	return ends, nil
+}

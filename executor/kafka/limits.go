@@ -17,7 +17,7 @@ var ErrNoTopic = errors.New("kafka: no such topic")
 
 // ErrTopology marks topics that cannot serve a partition: missing, or an
 // output or dead-letter topic with fewer partitions than the input.
-var ErrTopology = errors.New("the topics cannot serve the partition")
+var ErrTopology = errors.New("unfit topics")
 
 // CheckTopics checks that the input topic has the partition and that the
 // output and dead-letter topics exist with as many partitions as the input

@@ -4,20 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/ptr"
 )
-
-// AnnotationLag is the Lease annotation where a leader reports its consumer
-// lag for the operator's status.
-const AnnotationLag = "docexec.io/lag"
 
 // Lease is an Elector on a Kubernetes coordination.k8s.io Lease.
 type Lease struct {
@@ -28,9 +22,7 @@ type Lease struct {
 	Identity string
 	// LeaseDuration, RenewDeadline and RetryPeriod are client-go's timings.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
-	// Lag, when set, is reported on the Lease every RetryPeriod while leading.
-	Lag func() (int64, bool)
-	Log *slog.Logger
+	Log                                       *slog.Logger
 }
 
 // Lead implements Elector.
@@ -84,11 +76,8 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 	defer stopWork()
 	stopOnLoss := context.AfterFunc(term, stopWork)
 	defer stopOnLoss()
-	reported := make(chan struct{})
-	go func() { defer close(reported); l.reportLag(workCtx) }()
 	err = work(workCtx)
 	stopWork()
-	<-reported
 	if term.Err() != nil && ctx.Err() == nil {
 		l.Log.Warn("Lost the partition's leadership", "lease", l.Name, "identity", l.Identity)
 		if err != nil {
@@ -114,32 +103,5 @@ func (l *Lease) release(ctx context.Context) {
 	lease.Spec.RenewTime, lease.Spec.AcquireTime = &now, &now
 	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
 		l.Log.Warn("Could not release the Lease; a standby takes over when it expires", "lease", l.Name, "err", err)
-	}
-}
-
-// reportLag writes the leader's lag on the Lease until ctx ends.
-func (l *Lease) reportLag(ctx context.Context) {
-	if l.Lag == nil {
-		return
-	}
-	t := time.NewTicker(l.RetryPeriod)
-	defer t.Stop()
-	last := int64(-1)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		lag, ok := l.Lag()
-		if !ok || lag == last {
-			continue
-		}
-		patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, AnnotationLag, strconv.FormatInt(lag, 10))
-		if _, err := l.Client.CoordinationV1().Leases(l.Namespace).Patch(ctx, l.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			l.Log.Warn("Could not report the lag on the Lease", "lease", l.Name, "err", err)
-			continue
-		}
-		last = lag
 	}
 }

@@ -107,8 +107,6 @@ type Executor struct {
 	opts  Options
 	deps  Deps
 	ready atomic.Bool
-	// lag is the consumer lag after the last published batch, -1 before.
-	lag atomic.Int64
 }
 
 // New returns an executor of opts' partition; zero options take defaults.
@@ -129,15 +127,7 @@ func New(opts Options, deps Deps) *Executor {
 		opts.StartOffset = kafka.Earliest
 	}
 	deps.Log = deps.Log.With("pool", opts.Pool, "partition", opts.Partition)
-	e := &Executor{opts: opts, deps: deps}
-	e.lag.Store(-1)
-	return e
-}
-
-// Lag returns the consumer lag after the last published batch.
-func (e *Executor) Lag() (int64, bool) {
-	lag := e.lag.Load()
-	return lag, lag >= 0
+	return &Executor{opts: opts, deps: deps}
 }
 
 // Fenced reports whether err means that a newer executor owns the
@@ -283,7 +273,6 @@ type batch struct {
 
 func (e *Executor) runOnce(ctx context.Context) error {
 	o, d := e.opts, e.deps
-	e.lag.Store(-1) // a new term reports its own lag
 	// Each term reads the topics' limits afresh: a batch the broker refused
 	// as too large ends the term, and the next one cuts it to the new size.
 	limit, err := e.maxMessageBytes()
@@ -382,9 +371,7 @@ func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan ba
 		}
 		m.Emitted.Add(float64(b.emitted))
 		m.DeadLettered.Add(float64(b.deadLettered))
-		lag := max(0, b.highWaterMark-b.next)
-		m.ConsumerLag.Set(float64(lag))
-		e.lag.Store(lag)
+		m.ConsumerLag.Set(float64(max(0, b.highWaterMark-b.next)))
 	}
 	return nil
 }

@@ -151,7 +151,7 @@ func TestLocalModeMatchesTheOracle(t *testing.T) {
 // line larger than the input topic takes: every state comes out, the line
 // is dead-lettered with the reason, and the run exits 0.
 func TestLocalModeProcessesRealisticDocuments(t *testing.T) {
-	gen, err := docgen.New(docgen.Options{Seed: 11, TotalBytes: 8 << 20, BadLineRate: 0.01})
+	gen, err := docgen.New(docgen.Options{Seed: 11, TotalBytes: 30 << 20, BadLineRate: 0.01})
 	if err != nil {
 		t.Fatal(err)
 	}

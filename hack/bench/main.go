@@ -45,6 +45,7 @@ import (
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
 	"github.com/docexec/docexec/executor/syncer"
+	"github.com/docexec/docexec/internal/docgen"
 )
 
 const (
@@ -58,22 +59,23 @@ func main() {
 	messages := flag.Int("messages", 200_000, "input messages")
 	urls := flag.Int("urls", 20_000, "distinct urls in the input")
 	syncRows := flag.Int("sync-rows", 100_000, "states synced in the sync measurement")
+	webBytes := flag.Int64("web-bytes", 150_000_000, "bytes of realistic documents (web-like texts, median ~6 KB) in the second table; 0 skips it")
 	binary := flag.String("docexec", "bin/docexec", "the docexec binary to measure as (b)")
 	flag.StringVar(&executorFlags, "executor-flags", "", "extra flags for (b), space-separated")
 	flag.Parse()
-	if err := run(*messages, *urls, *syncRows, *binary); err != nil {
+	if err := run(*messages, *urls, *syncRows, *webBytes, *binary); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, urls, syncRows int, binary string) error {
+func run(n, urls, syncRows int, webBytes int64, binary string) error {
 	ctx := context.Background()
 	redisAddr, pgDSN := os.Getenv("DOCEXEC_TEST_REDIS"), os.Getenv("DOCEXEC_TEST_POSTGRES")
 	if redisAddr == "" || pgDSN == "" {
 		return errors.New("DOCEXEC_TEST_REDIS and DOCEXEC_TEST_POSTGRES must be set: run `make bench`")
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, input, "out-a", "out-b", "out-c", "dlq"))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, input, webInput, "out-a", "out-b", "out-c", "dlq"))
 	if err != nil {
 		return err
 	}
@@ -99,12 +101,13 @@ func run(n, urls, syncRows int, binary string) error {
 	defer dropSchema()
 
 	fmt.Fprintf(os.Stderr, "producing %d messages over %d urls...\n", n, urls)
-	if err := produce(cfg, n, urls); err != nil {
+	small, err := produce(cfg, n, urls)
+	if err != nil {
 		return err
 	}
 	var a, b, c time.Duration
 	var rss int64
-	aCPU, err := machineCPU(func() (err error) { a, err = passthrough(ctx, cfg, client, n); return err })
+	aCPU, err := machineCPU(func() (err error) { a, err = passthrough(ctx, cfg, client, small, "out-a"); return err })
 	if err != nil {
 		return fmt.Errorf("(a): %w", err)
 	}
@@ -114,7 +117,7 @@ func run(n, urls, syncRows int, binary string) error {
 		return err
 	}
 	bCPU, err := machineCPU(func() (err error) {
-		b, rss, execCPU, err = executorBinary(ctx, binary, cfg, client, redisAddr, dsn, n)
+		b, rss, execCPU, err = executorBinary(ctx, binary, cfg, client, redisAddr, dsn, small, "bench-b", "out-b")
 		return err
 	})
 	if err != nil {
@@ -124,7 +127,7 @@ func run(n, urls, syncRows int, binary string) error {
 	if err != nil {
 		return err
 	}
-	cCPU, err := machineCPU(func() (err error) { c, err = naive(ctx, cfg, client, redis, n); return err })
+	cCPU, err := machineCPU(func() (err error) { c, err = naive(ctx, cfg, client, redis, small); return err })
 	if err != nil {
 		return fmt.Errorf("(c): %w", err)
 	}
@@ -149,19 +152,104 @@ func run(n, urls, syncRows int, binary string) error {
 	fmt.Printf("| (b) CPU µs/doc: executor, redis-server, the rest (kfake, PostgreSQL, ...) | %.1f, %.1f, %.1f |\n",
 		perDoc(execCPU), perDoc(redisAfter-redisBefore), perDoc(bCPU-execCPU-(redisAfter-redisBefore)))
 	fmt.Printf("\n(b)/(a) = %.2f (target >= 0.7), (b)/(c) = %.1f (target >= 5)\n", a.Seconds()/b.Seconds(), c.Seconds()/b.Seconds())
+	if webBytes > 0 {
+		return realistic(ctx, binary, cfg, client, redisAddr, dsn, webBytes)
+	}
 	return nil
+}
+
+// webInput holds the realistic documents.
+const webInput = "bench-web-in"
+
+// realistic measures (a) and (b) on web-like documents, with compression
+// off and with each codec, and prints the second table.
+func realistic(ctx context.Context, binary string, cfg kafka.Config, client *kafka.Client, redisAddr, dsn string, bytes int64) error {
+	fmt.Fprintf(os.Stderr, "producing %d MB of realistic documents...\n", bytes/1e6)
+	w, err := produceWeb(cfg, bytes)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n%d realistic documents, %.1f MB (texts log-normal, median ~6 KB, up to ~1 MB, every script; urls up to 8 KB), one partition\n\n",
+		w.n, float64(w.bytes)/1e6)
+	fmt.Printf("| measurement | compression | docs/s | MB/s | machine CPU µs/doc |\n|---|---|---:|---:|---:|\n")
+	for _, compression := range []string{"none", "lz4", "zstd"} {
+		c := cfg
+		c.Compression = compression
+		var a, b time.Duration
+		aCPU, err := machineCPU(func() (err error) { a, err = passthrough(ctx, c, client, w, "out-web-a-"+compression); return err })
+		if err != nil {
+			return fmt.Errorf("(a) %s: %w", compression, err)
+		}
+		flags := executorFlags
+		executorFlags += " --kafka.compression " + compression
+		bCPU, err := machineCPU(func() (err error) {
+			b, _, _, err = executorBinary(ctx, binary, c, client, redisAddr, dsn, w, "bench-web-"+compression, "out-web-b-"+compression)
+			return err
+		})
+		executorFlags = flags
+		if err != nil {
+			return fmt.Errorf("(b) %s: %w", compression, err)
+		}
+		for _, r := range []struct {
+			name string
+			d    time.Duration
+			cpu  time.Duration
+		}{{"(a) raw sarama passthrough", a, aCPU}, {"(b) docexec executor", b, bCPU}} {
+			fmt.Printf("| %s | %s | %.0f | %.1f | %.0f |\n", r.name, compression, float64(w.n)/r.d.Seconds(),
+				float64(w.bytes)/1e6/r.d.Seconds(), float64(r.cpu.Microseconds())/float64(w.n))
+		}
+	}
+	return nil
+}
+
+// produceWeb writes realistic documents (internal/docgen) to webInput.
+func produceWeb(cfg kafka.Config, bytes int64) (workload, error) {
+	// Lines under 1,000,000 bytes fit a topic of Kafka's default limit
+	// under every codec's worst case (see kafka.RecordBudget).
+	gen, err := docgen.New(docgen.Options{Seed: 7, TotalBytes: bytes, MaxMessageBytes: 1_000_000})
+	if err != nil {
+		return workload{}, err
+	}
+	p, err := kafka.NewProducer(cfg, kafka.DefaultMaxMessageBytes)
+	if err != nil {
+		return workload{}, err
+	}
+	defer p.Close()
+	w := workload{topic: webInput}
+	var msgs []kafka.Message
+	for l := range gen.Lines() {
+		msgs = append(msgs, kafka.Message{Topic: webInput, Key: []byte(l.Update.URL), Value: l.JSON})
+		w.n++
+		w.bytes += int64(len(l.JSON))
+		if len(msgs) == 100 {
+			if err := p.Send(msgs); err != nil {
+				return workload{}, err
+			}
+			msgs = msgs[:0]
+		}
+	}
+	return w, p.Send(msgs)
+}
+
+// workload is what a measurement reads: n messages, bytes in all, in one
+// partition of topic.
+type workload struct {
+	topic string
+	n     int
+	bytes int64
 }
 
 const messageSize = 220
 
 // produce writes n updates of urls, each url's versions out of order and
 // about one in five duplicated.
-func produce(cfg kafka.Config, n, urls int) error {
+func produce(cfg kafka.Config, n, urls int) (workload, error) {
 	p, err := kafka.NewProducer(cfg, kafka.DefaultMaxMessageBytes)
 	if err != nil {
-		return err
+		return workload{}, err
 	}
 	defer p.Close()
+	w := workload{topic: input, n: n}
 	r := rand.New(rand.NewPCG(1, 2))
 	filler := strings.Repeat("lorem ipsum ", 12)
 	msgs := make([]kafka.Message, 0, 2000)
@@ -171,23 +259,25 @@ func produce(cfg kafka.Config, n, urls int) error {
 		fetch := uint64(1_790_000_000 + r.IntN(1_000_000))
 		v := fmt.Appendf(nil, `{"url":%q,"pubDate":%d,"fetchTime":%d,"text":"%s%d"}`, u, fetch-3600, fetch, filler, i)
 		msgs = append(msgs, kafka.Message{Topic: input, Key: []byte(u), Value: v})
+		w.bytes += int64(len(v))
 		if r.IntN(5) == 0 {
 			msgs = append(msgs, msgs[len(msgs)-1])
 		}
 		if len(msgs) >= 1000 {
 			if err := p.Send(msgs[:1000]); err != nil {
-				return err
+				return workload{}, err
 			}
 			msgs = append(msgs[:0], msgs[1000:]...)
 		}
 	}
-	return p.Send(msgs)
+	return w, p.Send(msgs)
 }
 
-// consume reads the input from the start in batches of up to batch
-// messages, handing each to handle, until n messages were read.
-func consume(ctx context.Context, client *kafka.Client, n int, handle func([]*kafka.Record) error) error {
-	r, err := client.Read(input, 0, 0)
+// consume reads a workload from the start in batches of up to batch
+// messages, handing each to handle, until all were read.
+func consume(ctx context.Context, client *kafka.Client, w workload, handle func([]*kafka.Record) error) error {
+	n := w.n
+	r, err := client.Read(w.topic, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -212,26 +302,33 @@ func consume(ctx context.Context, client *kafka.Client, n int, handle func([]*ka
 	return ctx.Err()
 }
 
-func passthrough(ctx context.Context, cfg kafka.Config, client *kafka.Client, n int) (time.Duration, error) {
-	w, err := kafka.NewWriter(cfg, kafka.WriterOptions{TransactionalID: "bench-a", Group: "bench-a", InputTopic: input})
+func passthrough(ctx context.Context, cfg kafka.Config, client *kafka.Client, work workload, out string) (time.Duration, error) {
+	if err := client.EnsureTopic(out, 1); err != nil {
+		return 0, err
+	}
+	limit, _, err := client.MaxMessageBytes(out)
+	if err != nil {
+		return 0, err
+	}
+	w, err := kafka.NewWriter(cfg, kafka.WriterOptions{TransactionalID: "bench-" + out, Group: "bench-" + out, InputTopic: work.topic, MaxMessageBytes: limit})
 	if err != nil {
 		return 0, err
 	}
 	defer w.Close()
 	start := time.Now()
-	err = consume(ctx, client, n, func(ms []*kafka.Record) error {
-		out := make([]kafka.Message, len(ms))
+	err = consume(ctx, client, work, func(ms []*kafka.Record) error {
+		msgs := make([]kafka.Message, len(ms))
 		for i, m := range ms {
-			out[i] = kafka.Message{Topic: "out-a", Key: m.Key, Value: m.Value}
+			msgs[i] = kafka.Message{Topic: out, Key: m.Key, Value: m.Value}
 		}
-		return w.Publish(ctx, out, ms[len(ms)-1].Offset+1)
+		return w.Publish(ctx, msgs, ms[len(ms)-1].Offset+1)
 	})
 	return time.Since(start), err
 }
 
 // naive is the original design: per message, read the url's state from
 // Redis, merge in Go, write it back.
-func naive(ctx context.Context, cfg kafka.Config, client *kafka.Client, redis rueidis.Client, n int) (time.Duration, error) {
+func naive(ctx context.Context, cfg kafka.Config, client *kafka.Client, redis rueidis.Client, work workload) (time.Duration, error) {
 	w, err := kafka.NewWriter(cfg, kafka.WriterOptions{TransactionalID: "bench-c", Group: "bench-c", InputTopic: input})
 	if err != nil {
 		return 0, err
@@ -239,7 +336,7 @@ func naive(ctx context.Context, cfg kafka.Config, client *kafka.Client, redis ru
 	defer w.Close()
 	c, _ := codec.New(codec.FormatJSON)
 	start := time.Now()
-	err = consume(ctx, client, n, func(ms []*kafka.Record) error {
+	err = consume(ctx, client, work, func(ms []*kafka.Record) error {
 		var out []kafka.Message
 		for _, m := range ms {
 			u, err := c.Decode(m.Value)
@@ -273,11 +370,15 @@ func naive(ctx context.Context, cfg kafka.Config, client *kafka.Client, redis ru
 	return time.Since(start), err
 }
 
-// executorBinary runs `docexec executor` until it committed all n messages
-// and returns the time, its peak RSS and the CPU time it used.
-func executorBinary(ctx context.Context, binary string, cfg kafka.Config, client *kafka.Client, redisAddr, dsn string, n int) (elapsed time.Duration, rss int64, cpu time.Duration, err error) {
-	cmd := exec.CommandContext(ctx, binary, "executor", "--pool", "bench-b", "--partition", "0",
-		"--kafka.brokers", strings.Join(cfg.Brokers, ","), "--kafka.inputTopic", input, "--kafka.outputTopic", "out-b",
+// executorBinary runs `docexec executor` as pool until it committed the
+// whole workload and returns the time, its peak RSS and the CPU time it
+// used.
+func executorBinary(ctx context.Context, binary string, cfg kafka.Config, client *kafka.Client, redisAddr, dsn string, work workload, pool, out string) (elapsed time.Duration, rss int64, cpu time.Duration, err error) {
+	if err := client.EnsureTopic(out, 1); err != nil {
+		return 0, 0, 0, err
+	}
+	cmd := exec.CommandContext(ctx, binary, "executor", "--pool", pool, "--partition", "0",
+		"--kafka.brokers", strings.Join(cfg.Brokers, ","), "--kafka.inputTopic", work.topic, "--kafka.outputTopic", out,
 		"--kafka.deadLetterTopic", "dlq", "--redis.addresses", redisAddr, "--postgres.dsn", dsn,
 		"--batch.size", strconv.Itoa(batch), "--listen", "127.0.0.1:0", "--logFormat", "text")
 	cmd.Args = append(cmd.Args, strings.Fields(executorFlags)...)
@@ -287,12 +388,12 @@ func executorBinary(ctx context.Context, binary string, cfg kafka.Config, client
 		return 0, 0, 0, err
 	}
 	for {
-		off, _, err := client.Committed("docexec-bench-b", input, 0)
+		off, _, err := client.Committed("docexec-"+pool, work.topic, 0)
 		if err != nil {
 			cmd.Process.Kill()
 			return 0, 0, 0, err
 		}
-		if off >= int64(n) {
+		if off >= int64(work.n) {
 			elapsed = time.Since(start)
 			break
 		}

@@ -20,6 +20,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/rueidis"
 
 	"github.com/docexec/docexec/executor/codec"
@@ -726,6 +727,17 @@ func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
 	}
 	h := newHarnessOn(t, brokers)
 	h.opts.SyncInterval = 50 * time.Millisecond
+	m := metrics.New(prometheus.NewRegistry())
+	readThrough := func() (n float64) {
+		for p := range int32(3) {
+			var d dto.Metric
+			if err := m.Partition(h.opts.Pool, p).ReadThrough.(prometheus.Metric).Write(&d); err != nil {
+				t.Fatal(err)
+			}
+			n += d.GetCounter().GetValue()
+		}
+		return n
+	}
 	run := func(p int32) func() error {
 		opts := h.opts
 		opts.Partition = p
@@ -733,7 +745,7 @@ func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
 		e := pipeline.New(opts, pipeline.Deps{
 			KafkaConfig: h.cfg, Kafka: h.client, Store: h.store, Codec: json,
 			State:   state.New(h.redis, state.Options{Pool: opts.Pool, Partition: p, PartitionCount: h.client.PartitionCount("in")}),
-			Metrics: metrics.New(prometheus.NewRegistry()).Partition(opts.Pool, p),
+			Metrics: m.Partition(opts.Pool, p),
 			Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -758,6 +770,11 @@ func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
 	h.produceKeyed(lines)
 	h.waitAllCommitted(2)
 	h.waitAllSynced(2)
+	// Started on an empty database, both partitions are complete: no url
+	// was looked up in PostgreSQL.
+	if n := readThrough(); n != 0 {
+		t.Fatalf("%v read-throughs before the growth: the partitions were not complete", n)
+	}
 
 	testenv.GrowTopic(t, brokers, "in", 3)
 	stops = append(stops, run(2))
@@ -805,6 +822,9 @@ func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
 	}
 	if moved != urls {
 		t.Fatalf("%d emissions after the growth, want one per url", moved)
+	}
+	if readThrough() == 0 {
+		t.Fatal("no url was read from PostgreSQL after the growth")
 	}
 	_, final := h.reference()
 	h.checkStored(final)

@@ -13,7 +13,7 @@ local stored = tonumber(redis.call('HGET', meta, 'epoch') or '0')
 local floor = tonumber(ARGV[1])
 local epoch = math.max(stored, floor) + 1
 if stored == 0 and ARGV[2] ~= '' then
-  redis.call('HSET', meta, 'complete', '1')
+  redis.call('HSET', meta, 'complete', ARGV[2])
 end
 redis.call('HSET', meta, 'epoch', string.format('%d', epoch))
 return {string.format('%d', epoch), redis.call('HGET', meta, 'applied') or false, redis.call('HGET', meta, 'complete') or false}

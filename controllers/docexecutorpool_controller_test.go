@@ -696,3 +696,28 @@ func TestMorePartitionsThanTheTopicHasIsReported(t *testing.T) {
 		t.Fatalf("Degraded %+v, want PartitionsMissing", c)
 	}
 }
+
+func TestExecutorPodsRunAsANumericNonRootUser(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("users", nil)
+	e.reconcile(p)
+	sc := e.deployments("users")["users-p0"].Spec.Template.Spec.SecurityContext
+	// runAsNonRoot alone fails (CreateContainerConfigError) on an image
+	// whose user is a name or root: the pod names the uid itself.
+	if ptr.Deref(sc.RunAsUser, 0) != 65532 || ptr.Deref(sc.RunAsGroup, 0) != 65532 || !ptr.Deref(sc.RunAsNonRoot, false) {
+		t.Fatalf("pod security context %+v, want runAsNonRoot as 65532:65532", sc)
+	}
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) {
+		s.Pod.RunAsUser, s.Pod.RunAsGroup = ptr.To[int64](1000), ptr.To[int64](2000)
+	})
+	e.reconcile(p)
+	sc = e.deployments("users")["users-p0"].Spec.Template.Spec.SecurityContext
+	if ptr.Deref(sc.RunAsUser, 0) != 1000 || ptr.Deref(sc.RunAsGroup, 0) != 2000 {
+		t.Fatalf("pod security context %+v, want the pool's 1000:2000", sc)
+	}
+	root := e.get(p)
+	root.Spec.Pod.RunAsUser = ptr.To[int64](0)
+	if err := k8s.Update(context.Background(), root); err == nil || !strings.Contains(err.Error(), "runAsUser") {
+		t.Fatalf("runAsUser 0 was accepted (%v); runAsNonRoot forbids it", err)
+	}
+}

@@ -77,12 +77,18 @@ const conflictRetry = 200 * time.Millisecond
 //
 // A write conflict is routine (the pool or a child changed since the cache
 // served it, often by our own previous pass): the pass runs again shortly
-// on fresh objects, logged at debug level, not as a reconcile error.
+// on fresh objects, logged at debug level, not as a reconcile error. So is
+// a pass cut short because the operator stops.
 func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	res, err := r.reconcile(ctx, req)
-	if apierrors.IsConflict(err) {
+	switch {
+	case apierrors.IsConflict(err):
 		log.FromContext(ctx).V(1).Info("Requeued DocExecutorPool after a write conflict", "err", err.Error())
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// The operator is stopping; whoever leads next reconciles again.
+		log.FromContext(ctx).V(1).Info("Left DocExecutorPool mid-pass: the operator is stopping", "err", err.Error())
+		return ctrl.Result{}, nil
 	}
 	return res, err
 }

@@ -79,8 +79,8 @@ static-build: ## The Dockerfile's build step, short of the image (no Docker engi
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o /dev/null .
 
 .PHONY: test
-test: vet verify-generated static-build k8s-binaries ## Run every test against real redis-server, PostgreSQL and kube-apiserver (all set up here).
-	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/with-services.sh $(GO) test -count=1 ./...
+test: vet verify-generated static-build k8s-binaries ## Run every test against real redis-server, PostgreSQL, kube-apiserver and a single-node cluster (all set up here, and torn down).
+	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/cluster.sh with hack/with-services.sh $(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: test-short
 test-short: ## Unit tests only, no servers.

@@ -76,6 +76,10 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "docexec-operator.docexec.io",
 		LeaderElectionNamespace: *electionNamespace,
+		// Hand the Lease over on a graceful stop (a rollout, a drain) rather
+		// than make the next operator wait for it to expire. Safe: Main
+		// returns and the process exits as soon as the manager has stopped.
+		LeaderElectionReleaseOnCancel: true,
 		// The operator reads only executor pods: cache those, not every pod.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": controllers.ExecutorAppName})},

@@ -39,7 +39,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestAGracefulStopOfTheElectedOperatorLogsNoError(t *testing.T) {
+func TestAGracefulStopReleasesTheLeaseAndLogsNoError(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the test control plane")
 	}
@@ -105,6 +105,12 @@ func TestAGracefulStopOfTheElectedOperatorLogsNoError(t *testing.T) {
 	cancel() // SIGTERM
 	if code := <-exit; code != 0 {
 		t.Fatalf("exit code %d:\n%s", code, stderr.String())
+	}
+	// It handed its Lease over rather than leave it to expire.
+	var l coordinationv1.Lease
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "docexec-operator.docexec.io"}, &l); err != nil ||
+		(l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "") {
+		t.Errorf("after a graceful stop the Lease is held by %v (%v), want released", ptr.Deref(l.Spec.HolderIdentity, ""), err)
 	}
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if strings.Contains(line, `"level":"error"`) {

@@ -126,6 +126,7 @@ stop() {
 	[[ -f "$RUN/$name.pid" ]] || return 0
 	pid=$(cat "$RUN/$name.pid")
 	if alive "$pid"; then
+		kill -CONT "$pid" 2>/dev/null || true # the suite stops the kubelet for a while
 		kill -TERM "$pid" 2>/dev/null || true
 		for i in $(seq 150); do
 			alive "$pid" || break
@@ -188,10 +189,11 @@ restore_host_state() {
 	fi
 }
 
-# unmount_under DIR: unmount everything mounted at or below DIR, deepest first.
+# unmount_under DIR [PREFIX]: unmount everything mounted at or below DIR
+# (only the entries of DIR whose names start with PREFIX, if given), deepest first.
 unmount_under() {
 	local m
-	findmnt -rn -o TARGET | awk -v d="$1" '$0 == d || index($0, d "/") == 1' | sort -r |
+	findmnt -rn -o TARGET | awk -v d="$1" -v p="${2:-}" '(p == "" && $0 == d) || index($0, d "/" p) == 1' | sort -r |
 		while read -r m; do
 			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
 		done
@@ -505,7 +507,7 @@ down() {
 	stop kube-apiserver
 	stop etcd
 	unmount_under "$STATE"
-	unmount_under /run/netns
+	unmount_under /run/netns cni- # the pods' network namespaces, not the host's others
 	teardown_network
 	restore_host_state
 	rm -rf "$STATE"

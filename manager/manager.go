@@ -113,18 +113,17 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	return executor.ExitOK
 }
 
-// stopNoise is what controller-runtime (v0.25) may log at error level on a
-// graceful stop of an elected manager: cancelling the election runs its
-// OnStoppedLeading, whose "leader election lost" reaches the stop
+// stopNoiseErr is what controller-runtime (v0.25) may log at error level
+// on a graceful stop of an elected manager: cancelling the election runs
+// its OnStoppedLeading, whose "leader election lost" reaches the stop
 // procedure's error log (kubernetes-sigs/controller-runtime#3535).
-const (
-	stopNoiseMsg = "error received after stop sequence was engaged"
-	stopNoiseErr = "leader election lost"
-)
+const stopNoiseErr = "leader election lost"
 
-// quietStop passes every log line on, except stopNoise once we are
-// stopping: a lease lost while running still ends mgr.Start with an error,
-// which Main logs.
+// quietStop passes every log line on, but once we are stopping it turns
+// the errors that our own stop causes into debug lines: that one, and any
+// caused by cancelling (client-go's election logs "Error retrieving lease
+// lock: context canceled" when the stop cuts a renewal short). A lease lost
+// while running still ends mgr.Start with an error, which Main logs.
 func quietStop(base logr.Logger, stopping func() bool) logr.Logger {
 	sink := base.GetSink()
 	if cd, ok := sink.(logr.CallDepthLogSink); ok {
@@ -139,7 +138,10 @@ type quietSink struct {
 }
 
 func (s quietSink) Error(err error, msg string, kv ...any) {
-	if msg == stopNoiseMsg && err != nil && err.Error() == stopNoiseErr && s.stopping() {
+	if err != nil && (errors.Is(err, context.Canceled) || err.Error() == stopNoiseErr) && s.stopping() {
+		if s.LogSink.Enabled(1) {
+			s.LogSink.Info(1, msg, append(kv, "err", err.Error())...)
+		}
 		return
 	}
 	s.LogSink.Error(err, msg, kv...)

@@ -77,7 +77,8 @@ func (n *node) restrictedNamespace(name string) {
 	n.run("kubectl", "create", "namespace", name)
 	n.run("kubectl", "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
 		"pod-security.kubernetes.io/enforce-version=latest")
-	n.t.Cleanup(func() { n.try("kubectl", "delete", "namespace", name, "--wait=false") }) //nolint:errcheck
+	// Waiting, so that the next run on the same node can create it again.
+	n.t.Cleanup(func() { n.try("kubectl", "delete", "namespace", name, "--wait=true", "--timeout=2m") }) //nolint:errcheck
 }
 
 // pods lists the pods matching a label selector.

@@ -13,7 +13,7 @@
 #   hack/cluster.sh with CMD...   run CMD against the cluster (started and stopped
 #                                 around CMD unless it was running already); CMD sees
 #                                 DOCEXEC_TEST_KUBECONFIG, DOCEXEC_TEST_NODE_IP and
-#                                 DOCEXEC_TEST_CLUSTER (this script's path)
+#                                 DOCEXEC_CLUSTER_DIR
 #
 # Needs root (it creates a bridge, nftables tables, mounts and cgroups) and
 # cgroup v1 as on our CI machines. The Debian packages containerd, runc,
@@ -565,8 +565,7 @@ with)
 	$was_up || trap down EXIT
 	trap 'exit 130' INT TERM
 	up >/dev/null
-	DOCEXEC_TEST_KUBECONFIG=$KUBECONFIG_ADMIN DOCEXEC_TEST_NODE_IP=$NODE_IP \
-		DOCEXEC_TEST_CLUSTER="$ROOT/hack/cluster.sh" DOCEXEC_CLUSTER_DIR=$STATE "$@"
+	DOCEXEC_TEST_KUBECONFIG=$KUBECONFIG_ADMIN DOCEXEC_TEST_NODE_IP=$NODE_IP DOCEXEC_CLUSTER_DIR=$STATE "$@"
 	;;
 *)
 	sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2

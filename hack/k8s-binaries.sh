@@ -8,7 +8,7 @@
 # Builds are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/docexec/k8s/<key>/,
 # where <key> is derived from those versions, the Go toolchain/platform and the
 # sha256 of hack/k8sbin/go.sum, so a reused machine rebuilds nothing. A cold
-# build takes ~12-18 minutes and ~2.5 GB of RAM.
+# build takes 7-12 minutes on 2 cores and ~2.5 GB of RAM.
 #
 # Usage: hack/k8s-binaries.sh
 #   Progress goes to stderr; the absolute path of bin/k8s is printed on stdout,

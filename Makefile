@@ -33,6 +33,20 @@ fmt: ## gofmt the tree.
 vet: ## Check formatting and go vet.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed: run make fmt"; exit 1; }
 	$(GO) vet ./...
+	cd hack/image && $(GO) vet ./...
+
+.PHONY: image
+image: ## Build the docexec image without Docker: an OCI archive at bin/image/docexec.tar (imported into the local cluster when it runs).
+	hack/build-image.sh
+
+##@ Local cluster
+.PHONY: cluster
+cluster: ## Start a single-node Kubernetes cluster on this machine (root; see hack/cluster.sh) and print its kubeconfig.
+	@hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and undo what it changed on the host.
+	hack/cluster.sh down
 
 ##@ Generation
 CONTROLLER_GEN_VERSION ?= v0.23.0
@@ -62,7 +76,7 @@ verify-generated: manifests generate docs ## Fail if generated files differ from
 
 ##@ Tests
 .PHONY: k8s-binaries
-k8s-binaries: ## Build (or reuse) kube-apiserver, etcd, kubectl and helm at bin/k8s.
+k8s-binaries: ## Build (or reuse) the Kubernetes binaries (control plane, node, kubectl, helm) at bin/k8s.
 	hack/k8s-binaries.sh >/dev/null
 
 .PHONY: static-build
@@ -70,8 +84,8 @@ static-build: ## The Dockerfile's build step, short of the image (no Docker engi
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o /dev/null .
 
 .PHONY: test
-test: vet verify-generated static-build k8s-binaries ## Run every test against real redis-server, PostgreSQL and kube-apiserver (all set up here).
-	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/with-services.sh $(GO) test -count=1 ./...
+test: vet verify-generated static-build k8s-binaries ## Run every test against real redis-server, PostgreSQL, kube-apiserver and a single-node cluster (all set up here, and torn down).
+	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/cluster.sh with hack/with-services.sh $(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: test-short
 test-short: ## Unit tests only, no servers.

@@ -65,9 +65,31 @@ type DocExecutorPoolReconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
+// conflictRetry is how soon a pass that lost a write race runs again.
+const conflictRetry = 200 * time.Millisecond
+
 // Reconcile observes a pool's objects, writes its status, then makes the
 // objects what the spec says. A pass with nothing to change writes nothing.
+//
+// A write conflict is routine (the pool or a child changed since the cache
+// served it, often by our own previous pass): the pass runs again shortly
+// on fresh objects, logged at debug level, not as a reconcile error. So is
+// a pass cut short because the operator stops.
 func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	switch {
+	case apierrors.IsConflict(err):
+		log.FromContext(ctx).V(1).Info("Requeued DocExecutorPool after a write conflict", "err", err.Error())
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// The operator is stopping; whoever leads next reconciles again.
+		log.FromContext(ctx).V(1).Info("Left DocExecutorPool mid-pass: the operator is stopping", "err", err.Error())
+		return ctrl.Result{}, nil
+	}
+	return res, err
+}
+
+func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	var pool docexecv1.DocExecutorPool
 	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
@@ -94,6 +116,9 @@ func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if want.count < 0 {
 		logger.Info("Left DocExecutorPool as it is: its partition count is unknown", "err", want.err)
 	} else if err := r.act(ctx, &pool, wanted, observed); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{}, err // not a failure to report
+		}
 		// Say so where users look, then retry with backoff.
 		failed := pool.Status.DeepCopy()
 		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -18,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
@@ -773,5 +775,54 @@ func TestMorePartitionsThanTheTopicHasIsReported(t *testing.T) {
 	e.reconcile(p)
 	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Reason != "PartitionsMissing" {
 		t.Fatalf("Degraded %+v, want PartitionsMissing", c)
+	}
+}
+
+func TestExecutorPodsRunAsANumericNonRootUser(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("users", nil)
+	e.reconcile(p)
+	sc := e.deployments("users")["users-p0"].Spec.Template.Spec.SecurityContext
+	// runAsNonRoot alone fails (CreateContainerConfigError) on an image
+	// whose user is a name or root: the pod names the uid itself.
+	if ptr.Deref(sc.RunAsUser, 0) != 65532 || ptr.Deref(sc.RunAsGroup, 0) != 65532 || !ptr.Deref(sc.RunAsNonRoot, false) {
+		t.Fatalf("pod security context %+v, want runAsNonRoot as 65532:65532", sc)
+	}
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) {
+		s.Pod.RunAsUser, s.Pod.RunAsGroup = ptr.To[int64](1000), ptr.To[int64](2000)
+	})
+	e.reconcile(p)
+	sc = e.deployments("users")["users-p0"].Spec.Template.Spec.SecurityContext
+	if ptr.Deref(sc.RunAsUser, 0) != 1000 || ptr.Deref(sc.RunAsGroup, 0) != 2000 {
+		t.Fatalf("pod security context %+v, want the pool's 1000:2000", sc)
+	}
+	root := e.get(p)
+	root.Spec.Pod.RunAsUser = ptr.To[int64](0)
+	if err := k8s.Update(context.Background(), root); err == nil || !strings.Contains(err.Error(), "runAsUser") {
+		t.Fatalf("runAsUser 0 was accepted (%v); runAsNonRoot forbids it", err)
+	}
+}
+
+func TestAWriteConflictIsRetriedNotReportedAsAnError(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 1})
+	p := e.pool("racy", nil)
+	var conflicts atomic.Int64
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(k8s, interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			if conflicts.Add(1) == 1 { // someone else wrote the pool first
+				return apierrors.NewConflict(docexecv1.GroupVersion.WithResource("docexecutorpools").GroupResource(), obj.GetName(), errors.New("the object has been modified"))
+			}
+			return inner.Status().Update(ctx, obj, opts...)
+		},
+	})
+	res, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if err != nil || res.RequeueAfter <= 0 {
+		t.Fatalf("a conflicting status write returned (%+v, %v), want a quiet requeue", res, err)
+	}
+	e.r.Client = inner
+	e.reconcile(p)
+	if e.get(p).Status.ObservedGeneration == 0 {
+		t.Fatal("the retried pass wrote no status")
 	}
 }

@@ -41,6 +41,10 @@ const (
 	// ExecutorAppName is the app.kubernetes.io/name of executor pods.
 	ExecutorAppName   = "docexec-executor"
 	extraGraceSeconds = 10
+	// DefaultRunAsUser is the uid and gid of executor pods that set none: the
+	// nonroot user of the docexec image. Pods set it explicitly because
+	// runAsNonRoot alone fails on an image whose user is a name or root.
+	DefaultRunAsUser int64 = 65532
 )
 
 // Names of the objects a pool owns; partitionName names a partition's
@@ -234,6 +238,8 @@ func deployment(p *docexecv1.DocExecutorPool, partition int32, image, cfgHash st
 					Affinity:                      affinity,
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To(ptr.Deref(p.Spec.Pod.RunAsUser, DefaultRunAsUser)),
+						RunAsGroup:     ptr.To(ptr.Deref(p.Spec.Pod.RunAsGroup, DefaultRunAsUser)),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					Containers: []corev1.Container{executorContainer(p, partition, image)},

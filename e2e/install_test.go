@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -97,10 +98,32 @@ func (c *cluster) try(tool string, args ...string) (string, error) {
 // eventually retries check until it passes or 60 s pass.
 func (c *cluster) eventually(what string, check func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !check() {
+	c.within(60*time.Second, what, check)
+}
+
+// within retries check until it passes or d passes.
+func (c *cluster) within(d time.Duration, what string, check func() bool) {
+	c.t.Helper()
+	c.until(d, what, func() error {
+		if !check() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+}
+
+// until retries check until it returns nil or d passes, then fails with
+// its last error.
+func (c *cluster) until(d time.Duration, what string, check func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out waiting until %s", what)
+			c.t.Fatalf("timed out after %v waiting until %s: %v", d, what, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test binaries (kube-apiserver, kube-controller-manager,
-# etcd, kubectl, helm) from Go modules and links them at bin/k8s/, the directory envtest's
+# etcd, kubectl, helm, and for hack/cluster.sh's node kube-scheduler, kube-proxy and
+# kubelet) from Go modules and links them at bin/k8s/, the directory envtest's
 # KUBEBUILDER_ASSETS / BinaryAssetsDirectory points to.
 #
 # Versions come from hack/k8sbin/go.mod (a separate Go module; see tools.go).
 # Builds are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/docexec/k8s/<key>/,
 # where <key> is derived from those versions, the Go toolchain/platform and the
 # sha256 of hack/k8sbin/go.sum, so a reused machine rebuilds nothing. A cold
-# build takes ~10-15 minutes and ~2.5 GB of RAM.
+# build takes 7-12 minutes on 2 cores and ~2.5 GB of RAM.
 #
 # Usage: hack/k8s-binaries.sh
 #   Progress goes to stderr; the absolute path of bin/k8s is printed on stdout,
@@ -18,9 +19,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODDIR="$ROOT/hack/k8sbin"
 LINK="$ROOT/bin/k8s"
-BINARIES=(kube-apiserver kube-controller-manager etcd kubectl helm)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet etcd kubectl helm)
 # Bump when the build recipe below changes in a way that affects the binaries.
-RECIPE=2
+RECIPE=3
 
 log() { printf 'k8s-binaries: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -116,6 +117,9 @@ log "cache miss: building into $CACHE_DIR"
 total=$SECONDS
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_VERSION" ""
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_VERSION" ""
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$K8S_VERSION" ""
+build kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$K8S_VERSION" ""
+build kubelet k8s.io/kubernetes/cmd/kubelet "$K8S_VERSION" ""
 build kubectl k8s.io/kubernetes/cmd/kubectl "$K8S_VERSION" ""
 # Go names the etcd main package's binary "server"; install it as "etcd".
 build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" ""
@@ -130,6 +134,9 @@ check_version() {
 }
 check_version "$K8S_VERSION" "$BUILD_DIR/kube-apiserver" --version
 check_version "$K8S_VERSION" "$BUILD_DIR/kube-controller-manager" --version
+check_version "$K8S_VERSION" "$BUILD_DIR/kube-scheduler" --version
+check_version "$K8S_VERSION" "$BUILD_DIR/kube-proxy" --version
+check_version "$K8S_VERSION" "$BUILD_DIR/kubelet" --version
 check_version "$K8S_VERSION" "$BUILD_DIR/kubectl" version --client
 check_version "${ETCD_VERSION#v}" "$BUILD_DIR/etcd" --version
 check_version "$HELM_VERSION" "$BUILD_DIR/helm" version

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/go-logr/logr"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,6 +48,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics (0 disables)")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", true, "elect one active operator among replicas")
+	electionNamespace := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own; needed out of cluster)")
 	image := fs.String("executor-image", DefaultImage, "executor image of pools that name none")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
@@ -58,6 +61,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts), zap.WriteTo(stderr)))
 	log := ctrl.Log.WithName("manager")
+	stopping := func() bool { return ctx.Err() != nil }
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -65,11 +69,17 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		return executor.ExitFailed
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
-		HealthProbeBindAddress: *probeAddr,
-		LeaderElection:         *leaderElect,
-		LeaderElectionID:       "docexec-operator.docexec.io",
+		Scheme:                  Scheme(),
+		Logger:                  quietStop(ctrl.Log, stopping),
+		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:  *probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "docexec-operator.docexec.io",
+		LeaderElectionNamespace: *electionNamespace,
+		// Hand the Lease over on a graceful stop (a rollout, a drain) rather
+		// than make the next operator wait for it to expire. Safe: Main
+		// returns and the process exits as soon as the manager has stopped.
+		LeaderElectionReleaseOnCancel: true,
 		// The operator reads only executor pods: cache those, not every pod.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": controllers.ExecutorAppName})},
@@ -101,4 +111,46 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		return executor.ExitFailed
 	}
 	return executor.ExitOK
+}
+
+// stopNoiseErr is what controller-runtime (v0.25) may log at error level
+// on a graceful stop of an elected manager: cancelling the election runs
+// its OnStoppedLeading, whose "leader election lost" reaches the stop
+// procedure's error log (kubernetes-sigs/controller-runtime#3535).
+const stopNoiseErr = "leader election lost"
+
+// quietStop passes every log line on, but once we are stopping it turns
+// the errors that our own stop causes into debug lines: that one, and any
+// caused by cancelling (client-go's election logs "Error retrieving lease
+// lock: context canceled" when the stop cuts a renewal short). A lease lost
+// while running still ends mgr.Start with an error, which Main logs.
+func quietStop(base logr.Logger, stopping func() bool) logr.Logger {
+	sink := base.GetSink()
+	if cd, ok := sink.(logr.CallDepthLogSink); ok {
+		sink = cd.WithCallDepth(1) // report our caller's caller, not us
+	}
+	return logr.New(quietSink{LogSink: sink, stopping: stopping})
+}
+
+type quietSink struct {
+	logr.LogSink
+	stopping func() bool
+}
+
+func (s quietSink) Error(err error, msg string, kv ...any) {
+	if err != nil && (errors.Is(err, context.Canceled) || err.Error() == stopNoiseErr) && s.stopping() {
+		if s.LogSink.Enabled(1) {
+			s.LogSink.Info(1, msg, append(kv, "err", err.Error())...)
+		}
+		return
+	}
+	s.LogSink.Error(err, msg, kv...)
+}
+
+func (s quietSink) WithValues(kv ...any) logr.LogSink {
+	return quietSink{LogSink: s.LogSink.WithValues(kv...), stopping: s.stopping}
+}
+
+func (s quietSink) WithName(name string) logr.LogSink {
+	return quietSink{LogSink: s.LogSink.WithName(name), stopping: s.stopping}
 }

@@ -229,6 +229,16 @@ type PodOverrides struct {
 	// Annotations are added to the pods.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// RunAsUser is the uid the executor runs as (runAsNonRoot holds, so it
+	// must not be 0). Unset: 65532, the nonroot user of the docexec image;
+	// set it for an image whose user is a name or root.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	RunAsUser *int64 `json:"runAsUser,omitempty"`
+	// RunAsGroup is the gid the executor runs as. Unset: 65532.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
 }
 
 // PartitionStatus is what the operator observed of one partition.

@@ -415,3 +415,33 @@ func TestChaosStoppingPostgreSQLMidStreamLosesNothing(t *testing.T) {
 	f.produce(250)
 	f.check()
 }
+
+// TestChaosAWokenLeaderThatFindsRedisLostDoesNotTakeOver pauses the leader
+// past its lease, lets a standby take over, wipes Redis, and wakes the old
+// leader: it finds the partition lost, but it is no longer the leader, so
+// it must not claim the partition again (that would open the partition's
+// producer and fence the new leader).
+func TestChaosAWokenLeaderThatFindsRedisLostDoesNotTakeOver(t *testing.T) {
+	f := newFleet(t, servers{})
+	f.start()
+	f.start()
+	old := f.leader("")
+	f.produce(150)
+	time.Sleep(300 * time.Millisecond)
+	f.signal(old, syscall.SIGSTOP)
+	newer := f.leader(old)
+	f.produce(150)
+	time.Sleep(time.Second)
+	testenv.WipePool(t, testenv.Redis(t), f.pool)
+	f.signal(old, syscall.SIGCONT)
+	f.produce(150)
+	f.check()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if log := f.logs[newer].String(); strings.Contains(log, "Fenced") {
+		t.Fatalf("the new leader was fenced by the woken one:\n%s", log)
+	}
+	if n := strings.Count(f.logs[old].String(), "Became the partition's leader"); n != 1 {
+		t.Fatalf("the woken leader led %d times, want only its first term:\n%s", n, f.logs[old].String())
+	}
+}

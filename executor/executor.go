@@ -316,11 +316,14 @@ func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := backoff.Next()
 		switch {
+		case err != nil && errors.Is(err, state.ErrLost):
+			// Recovered by a new term, at once: if the Lease still says so.
+			backoff.Reset()
+			log.Warn("Lost the partition's state in Redis, or Redis went back in time; a new term recovers it from PostgreSQL and Kafka", "err", err)
 		case err != nil && pipeline.Fenced(err):
 			if elector == nil {
-				log.Error("Fenced: another executor claimed the partition, and without leader.lease nothing elects between them; retrying", "err", err, "backoff", wait)
+				log.Error("Fenced: another executor claimed the partition, and without leader.lease nothing elects between them; retrying", "err", err)
 			} else {
 				backoff.Reset()
 				log.Warn("Fenced by a newer leader; standing by", "err", err)
@@ -335,6 +338,7 @@ func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, 
 			backoff.Reset()
 			log.Info("Stepped down; standing by")
 		}
+		wait := backoff.Next()
 		select {
 		case <-ctx.Done():
 			return nil

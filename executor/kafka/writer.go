@@ -40,8 +40,9 @@ type WriterOptions struct {
 	// dead-letter topics accept (Client.MaxMessageBytes); no batch is
 	// larger and records above Budget are refused.
 	MaxMessageBytes int
-	// Failing hears of each failed try that is retried, and of the success
-	// after them (a nil error); nil: a warning per try in slog's default.
+	// Failing hears of each failed try that is retried, and of each
+	// success (a nil error); nil: a warning per failed try in slog's
+	// default.
 	Failing func(error)
 }
 
@@ -123,16 +124,13 @@ type Message struct {
 // ErrFenced, a batch that cannot be published ErrPermanent.
 func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error {
 	backoff := 100 * time.Millisecond
-	failed := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("kafka: publish batch ending at offset %d: %w", next, err)
 		}
 		err := w.publishOnce(msgs, next)
 		if err == nil {
-			if failed {
-				w.opts.Failing(nil)
-			}
+			w.opts.Failing(nil)
 			return nil
 		}
 		if errors.Is(err, ErrFenced) || errors.Is(err, ErrPermanent) {
@@ -141,7 +139,6 @@ func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error 
 		if err := w.abort(err); err != nil {
 			return err
 		}
-		failed = true
 		w.opts.Failing(err)
 		select {
 		case <-ctx.Done():

@@ -139,26 +139,32 @@ func Fenced(err error) bool {
 // Ready reports whether the executor is processing its partition.
 func (e *Executor) Ready() bool { return e.ready.Load() }
 
-// Run processes the partition until ctx ends, then finishes the batch in
-// hand, publishes it, syncs, and returns nil. When Redis loses the
-// partition it recovers by itself; when a newer executor fences it, it
-// returns an error wrapping state.ErrFenced, kafka.ErrFenced or
-// store.ErrFenced.
+// Run is one term of the partition: it claims it and processes it until
+// ctx ends, then finishes the batch in hand, publishes it, syncs, and
+// returns nil. A term also ends with an error: one wrapping state.ErrLost
+// when Redis lost the partition or went back in time (the next term
+// recovers), one wrapping state.ErrFenced, kafka.ErrFenced or
+// store.ErrFenced when a newer executor owns it. Whoever runs terms (see
+// executor.Lead) decides whether this executor may claim it again: a
+// claim opens the partition's producer, which fences its current leader.
 func (e *Executor) Run(ctx context.Context) error {
-	for {
-		err := e.runOnce(ctx)
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			return nil // stopped while starting: nothing was applied
-		}
-		if !errors.Is(err, state.ErrLost) || ctx.Err() != nil {
-			return err
-		}
-		e.deps.Log.Warn("Lost the partition's state in Redis, or Redis went back in time; recovering from PostgreSQL and Kafka", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(100 * time.Millisecond):
-		}
+	// A term's problems are its own: the next one starts clean, and one
+	// that stops (a standby again) reports none.
+	e.clearHealth()
+	defer e.clearHealth()
+	err := e.runOnce(ctx)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // stopped while starting: nothing was applied
+	}
+	return err
+}
+
+// The health components a term reports.
+var termHealth = []string{"read", "merge", "publish", "sync"}
+
+func (e *Executor) clearHealth() {
+	for _, c := range termHealth {
+		e.deps.Health.Set(c, nil)
 	}
 }
 
@@ -205,13 +211,14 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 		return position{}, err
 	}
 	synced := hasMark && mark.Offset != store.NoOffset
-	if claim.HasApplied && synced && claim.Applied < mark.Offset {
+	if claim.Forgetting || (claim.HasApplied && synced && claim.Applied < mark.Offset) {
 		// Redis went back to before what PostgreSQL holds (an older
-		// snapshot restored): its states may lack updates that PostgreSQL
-		// has, and replay cannot bring back what the log no longer
-		// retains. Forget them; they are read through again.
+		// snapshot restored), or an earlier forgetting was cut short: its
+		// states may lack updates that PostgreSQL has, and replay cannot
+		// bring back what the log no longer retains. Forget them; they are
+		// read through again.
 		d.Log.Warn("Redis holds the partition as of an offset older than PostgreSQL's watermark; forgetting its states to read them from PostgreSQL",
-			"applied", claim.Applied, "watermark", mark.Offset)
+			"applied", claim.Applied, "watermark", mark.Offset, "resumingCutShortForget", claim.Forgetting)
 		if err := d.State.Forget(ctx, claim.Epoch); err != nil {
 			return position{}, err
 		}
@@ -254,6 +261,20 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 			return position{}, err
 		}
 		p.committed, p.replayed = resume, resume
+	}
+	// Redis went back in time within a term: the states it lost cannot be
+	// told from those it kept (a url it lacks is read from PostgreSQL, which
+	// may hold the effect of an update never published), so, as after a
+	// loss, every current state up to the end goes out again.
+	if claim.Stale {
+		p.replayed = max(p.replayed, end)
+	}
+	// A recovery cut short still owes what it promised.
+	p.replayed = max(p.replayed, claim.Replay)
+	if claim.Stale || p.replayed > max(resume, claim.Replay) {
+		if err := d.State.Recover(ctx, claim.Epoch, p.replayed); err != nil {
+			return position{}, err
+		}
 	}
 	p.from = min(p.committed, resume)
 	if p.from < earliest {

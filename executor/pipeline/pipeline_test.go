@@ -108,8 +108,19 @@ func (h *harness) start() (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := h.executor()
 	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
+	go func() { done <- terms(ctx, e) }()
 	return func() error { cancel(); return <-done }
+}
+
+// terms runs terms of e as executor.Lead does without an election: a term
+// that lost Redis's state is followed by another, which recovers.
+func terms(ctx context.Context, e *pipeline.Executor) error {
+	for {
+		err := e.Run(ctx)
+		if !errors.Is(err, state.ErrLost) || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 func (h *harness) storeOrDown() pipeline.Store {
@@ -750,7 +761,7 @@ func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- e.Run(ctx) }()
+		go func() { done <- terms(ctx, e) }()
 		return func() error { cancel(); return <-done }
 	}
 	const urls = 200
@@ -893,4 +904,94 @@ func (h *harness) waitAllSynced(n int32) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// stallingStore is PostgreSQL whose Load, from call number stallAt on,
+// waits until its context ends: a recovery that stalls mid-way, then dies.
+type stallingStore struct {
+	*store.Store
+	calls, stallAt int
+}
+
+func (s *stallingStore) Load(ctx context.Context, urls []string) (map[string]document.Document, error) {
+	s.calls++
+	if s.calls >= s.stallAt {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return s.Store.Load(ctx, urls)
+}
+
+// TestARecoveryCutShortStillPublishesWhatItOwes loses Redis while updates
+// are applied and synced but not published (the committed offset is behind),
+// then cuts the recovery short after its first batch. The next term must
+// still publish the current state of every url of the unpublished range:
+// PostgreSQL holds their effects already, so the merge alone would call
+// them unchanged and publish nothing.
+func TestARecoveryCutShortStillPublishesWhatItOwes(t *testing.T) {
+	h := newHarness(t)
+	h.opts.ShutdownTimeout = 500 * time.Millisecond
+	var lines [][]byte
+	for i := range 640 {
+		lines = append(lines, fmt.Appendf(nil, `{"url":"https://u%d.example/","pubDate":1,"fetchTime":%d,"text":"v"}`, i, 10+i))
+	}
+	h.produce(lines...)
+	h.runToEnd()
+	h.waitSynced()
+	// As if the last 320 were applied and synced but never published.
+	const unpublished = 320
+	w, err := kafka.NewWriter(h.cfg, kafka.WriterOptions{TransactionalID: kafka.TransactionalID(h.opts.Pool, "in", 0), Group: "g", InputTopic: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(context.Background(), nil, int64(len(lines)-unpublished)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// And as if the sync pass that stored them died before writing its
+	// watermark: PostgreSQL holds their effects, above its watermark.
+	db, err := sql.Open("pgx", h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE docexec_partitions SET synced_offset = $1 WHERE pool = $2`, len(lines)-unpublished, h.opts.Pool); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WipePool(t, h.redis, h.opts.Pool)
+	before := len(h.records("out"))
+
+	// The recovery stalls at its second read from PostgreSQL and dies.
+	stalling := &stallingStore{Store: h.store, stallAt: 2}
+	e := pipeline.New(h.opts, pipeline.Deps{KafkaConfig: h.cfg, Kafka: h.client, Store: stalling, Codec: mustCodec(t),
+		State:   state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: 0}),
+		Metrics: metrics.New(prometheus.NewRegistry()).Partition(h.opts.Pool, 0), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for stalling.calls < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+
+	h.runToEnd() // a whole term
+	published := map[string]bool{}
+	for _, r := range h.records("out")[before:] {
+		published[string(r.Key)] = true
+	}
+	for i := len(lines) - unpublished; i < len(lines); i++ {
+		if u := fmt.Sprintf("https://u%d.example/", i); !published[u] {
+			t.Fatalf("the state of %s, changed by an unpublished update, was never published after the loss", u)
+		}
+	}
+}
+
+func mustCodec(t *testing.T) codec.Codec {
+	c, err := codec.New("json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

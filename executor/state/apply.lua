@@ -28,6 +28,7 @@ local meta, dirty = KEYS[1], KEYS[2]
 -- its states miss updates the caller applied and published.
 local applied = redis.call('HGET', meta, 'applied') or ''
 if applied ~= ARGV[6] and applied ~= ARGV[2] then
+  redis.call('HSET', meta, 'stale', '1') -- for the claim that recovers
   return redis.error_reply('DXSTALE the applied offset is "' .. applied .. '", the caller last saw "' .. ARGV[6] .. '"')
 end
 

@@ -7,7 +7,10 @@
 -- when it grows).
 --
 -- KEYS[1] meta hash. Returns {epoch, applied offset or false, the partition
--- count completeness holds for or false}.
+-- count completeness holds for or false, and, each or false, the marks a
+-- recovery leaves: forgetting (forget.lua did not finish), stale (Redis went
+-- back in time) and replay (the offset up to which a recovery publishes
+-- every current state)}.
 local meta = KEYS[1]
 local stored = tonumber(redis.call('HGET', meta, 'epoch') or '0')
 local floor = tonumber(ARGV[1])
@@ -16,4 +19,5 @@ if stored == 0 and ARGV[2] ~= '' then
   redis.call('HSET', meta, 'complete', ARGV[2])
 end
 redis.call('HSET', meta, 'epoch', string.format('%d', epoch))
-return {string.format('%d', epoch), redis.call('HGET', meta, 'applied') or false, redis.call('HGET', meta, 'complete') or false}
+local function get(field) return redis.call('HGET', meta, field) or false end
+return {string.format('%d', epoch), get('applied'), get('complete'), get('forgetting'), get('stale'), get('replay')}

@@ -13,5 +13,8 @@ if tonumber(epoch) > tonumber(ARGV[1]) then
   return redis.error_reply('DXFENCED partition epoch is ' .. epoch .. ', caller has ' .. ARGV[1])
 end
 if epoch ~= ARGV[1] then
+  -- The claim that recovers must know: what Redis lost cannot be told from
+  -- what it kept (see claim.lua).
+  redis.call('HSET', KEYS[1], 'stale', '1')
   return redis.error_reply('DXSTALE partition epoch is ' .. epoch .. ', older than the caller\'s ' .. ARGV[1])
 end

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/docexec/docexec/executor/document"
@@ -28,5 +29,68 @@ func TestARetryAfterALostReplyIsNoRollback(t *testing.T) {
 	s.applied = "2" // the reply of the second call was lost
 	if _, err := s.Apply(ctx, claim.Epoch, updates, 4, nil); err != nil {
 		t.Fatalf("the retry: %v", err)
+	}
+}
+
+// TestAForgetCutShortIsFinishedByTheNextClaim stops a Forget after its
+// first step: the next claim must say so, and the states left must not
+// survive a Forget.
+func TestAForgetCutShortIsFinishedByTheNextClaim(t *testing.T) {
+	ctx := context.Background()
+	c := testenv.Redis(t)
+	s := New(c, Options{Pool: "forget-" + t.Name(), Partition: 0})
+	claim, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := []Update{{Doc: document.Document{URL: "u", FetchTime: 1}, Emit: EmitChanged}}
+	if _, err := s.Apply(ctx, claim.Epoch, updates, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{s.metaKey, s.dirtyKey, s.syncingKey}
+	if err := forgetScript.Exec(ctx, c, keys, []string{"1", "begin"}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	// The process dies here; another claims.
+	next, err := s.Claim(ctx, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !next.Forgetting || next.HasApplied {
+		t.Fatalf("claim %+v, want Forgetting and no applied offset", next)
+	}
+	if err := s.Forget(ctx, next.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, "u"); len(got) != 0 {
+		t.Fatalf("states left after the Forget: %+v", got)
+	}
+	if again, err := s.Claim(ctx, 0, false); err != nil || again.Forgetting {
+		t.Fatalf("claim %+v (%v) after a whole Forget", again, err)
+	}
+}
+
+// TestAFencedForgetDeletesNothing: a writer that lost the partition may
+// not delete the new writer's states.
+func TestAFencedForgetDeletesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := New(testenv.Redis(t), Options{Pool: "fenced-forget-" + t.Name(), Partition: 0})
+	old, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := []Update{{Doc: document.Document{URL: "u", FetchTime: 1}, Emit: EmitChanged}}
+	if _, err := s.Apply(ctx, newer.Epoch, updates, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Forget(ctx, old.Epoch); !errors.Is(err, ErrFenced) {
+		t.Fatalf("got %v, want ErrFenced", err)
+	}
+	if got, _ := s.Get(ctx, "u"); len(got) != 1 {
+		t.Fatal("a fenced Forget deleted the new writer's state")
 	}
 }

@@ -56,6 +56,8 @@ var (
 	cleanSource string
 	//go:embed forget.lua
 	forgetSource string
+	//go:embed recover.lua
+	recoverSource string
 
 	claimScript = rueidis.NewLuaScript(claimSource)
 	// Scripts that write check the caller's epoch first.
@@ -64,6 +66,7 @@ var (
 	syncPageScript  = rueidis.NewLuaScript(fenceSource + syncPageSource)
 	cleanScript     = rueidis.NewLuaScript(fenceSource + cleanSource)
 	forgetScript    = rueidis.NewLuaScript(fenceSource + forgetSource)
+	recoverScript   = rueidis.NewLuaScript(fenceSource + recoverSource)
 )
 
 // Options says whose state this is.
@@ -111,6 +114,16 @@ type Claim struct {
 	// Applied is the offset after the last applied batch, if Redis has one.
 	Applied    int64
 	HasApplied bool
+	// Forgetting says that a Forget did not finish: the states left are
+	// not to be trusted (forget again).
+	Forgetting bool
+	// Stale says that a writer found Redis gone back in time: what it lost
+	// cannot be told from what it kept, so every current state goes out
+	// again, as after a loss.
+	Stale bool
+	// Replay is the offset up to which an earlier recovery publishes every
+	// current state (Recover), 0 when none was recorded.
+	Replay int64
 }
 
 // Claim makes the caller the partition's writer, fencing every earlier one.
@@ -147,7 +160,25 @@ func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, 
 		}
 		c.HasApplied, s.applied = true, appliedText
 	}
+	c.Forgetting = !res[3].IsNil()
+	c.Stale = !res[4].IsNil()
+	if replay, err := res[5].ToString(); err == nil {
+		if c.Replay, err = strconv.ParseInt(replay, 10, 64); err != nil {
+			return Claim{}, fmt.Errorf("state: claim partition %d: replay offset %q: %w", s.opts.Partition, replay, err)
+		}
+	}
 	return c, nil
+}
+
+// Recover records that every current state is to be published again up to
+// offset replay, so that a recovery cut short still does it in the next
+// term, and clears the stale mark (Claim.Stale), now taken into account.
+func (s *State) Recover(ctx context.Context, epoch uint64, replay int64) error {
+	err := recoverScript.Exec(ctx, s.client, []string{s.metaKey}, []string{strconv.FormatUint(epoch, 10), strconv.FormatInt(replay, 10)}).Error()
+	if err != nil {
+		return s.classify("record the recovery", err)
+	}
+	return nil
 }
 
 // Emit says when an update's state goes to the output topic.

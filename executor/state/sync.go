@@ -157,9 +157,22 @@ func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Do
 // Forget deletes the partition's states, dirty and syncing sets and
 // applied offset from Redis, keeping its epoch: for a Redis that went back
 // to before what PostgreSQL holds, whose states are older than the durable
-// copy and must be read through again. The caller must own the partition
-// (epoch): nobody else writes its keys meanwhile.
+// copy and must be read through again. Every step is fenced, so a writer
+// that lost the partition meanwhile deletes nothing of the new one's; one
+// interrupted leaves a mark that makes the next claim forget again (see
+// Claim.Forgetting).
 func (s *State) Forget(ctx context.Context, epoch uint64) error {
+	step := func(name string, keys ...string) error {
+		keys = append([]string{s.metaKey, s.dirtyKey, s.syncingKey}, keys...)
+		if err := forgetScript.Exec(ctx, s.client, keys, []string{strconv.FormatUint(epoch, 10), name}).Error(); err != nil {
+			return s.classify("forget ("+name+")", err)
+		}
+		return nil
+	}
+	if err := step("begin"); err != nil {
+		return err
+	}
+	s.applied, s.completeFor = "", ""
 	pattern := globEscape(s.docPrefix) + "*"
 	for addr, node := range s.client.Nodes() { // the keys live on one node of a cluster
 		var cursor uint64
@@ -169,8 +182,8 @@ func (s *State) Forget(ctx context.Context, epoch uint64) error {
 				return fmt.Errorf("state: list the states of partition %d on %s: %w", s.opts.Partition, addr, err)
 			}
 			if len(entry.Elements) > 0 {
-				if err := node.Do(ctx, node.B().Unlink().Key(entry.Elements...).Build()).Error(); err != nil {
-					return fmt.Errorf("state: delete states of partition %d: %w", s.opts.Partition, err)
+				if err := step("keys", entry.Elements...); err != nil {
+					return err
 				}
 			}
 			if cursor = entry.Cursor; cursor == 0 {
@@ -178,12 +191,7 @@ func (s *State) Forget(ctx context.Context, epoch uint64) error {
 			}
 		}
 	}
-	err := forgetScript.Exec(ctx, s.client, []string{s.metaKey, s.dirtyKey, s.syncingKey}, []string{strconv.FormatUint(epoch, 10)}).Error()
-	if err != nil {
-		return s.classify("forget", err)
-	}
-	s.applied = ""
-	return nil
+	return step("end")
 }
 
 // globEscape escapes the characters SCAN's MATCH treats as patterns.

@@ -146,13 +146,14 @@ type wanted struct {
 func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexecv1.DocExecutorPool) wanted {
 	w := wanted{count: -1}
 	info, err := r.Topics.Describe(ctx, pool)
+	w.info = info // what is known, even with an error (a missing input topic)
 	if err != nil {
 		w.err = err
 		if pool.Spec.Partitions == nil { // only then does the pool depend on it
 			r.Recorder.Eventf(pool, corev1.EventTypeWarning, "KafkaUnreachable", "Reading the partitions of topic %s failed: %v", pool.Spec.Kafka.InputTopic, err)
 		}
 	} else {
-		w.info, w.topic = info, &info.Partitions
+		w.topic = &info.Partitions
 	}
 	switch {
 	case pool.Spec.Partitions != nil:

@@ -408,6 +408,16 @@ func TestTopicsThatCannotServeThePoolDegradeIt(t *testing.T) {
 	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse {
 		t.Fatalf("Degraded %+v once the topics are right", c)
 	}
+	// A missing input topic is no outage either, even for a pool whose
+	// partition count is set.
+	q := e.pool("no-input", func(s *docexecv1.DocExecutorPoolSpec) {
+		s.Kafka.Brokers, s.Kafka.InputTopic, s.Partitions = brokers, "nope", ptr.To[int32](3)
+	})
+	e.reconcile(q)
+	if c := meta.FindStatusCondition(e.get(q).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Reason != "TopicsUnfit" ||
+		!strings.Contains(c.Message, `kafka.inputTopic: topic "nope" does not exist`) {
+		t.Fatalf("Degraded %+v, want TopicsUnfit naming the input topic", c)
+	}
 }
 
 // TestStatusShowsTheLagReadFromKafka commits an offset for the pool's group

@@ -78,20 +78,26 @@ func (k *KafkaTopics) lookup(pool *docexecv1.DocExecutorPool) (TopicInfo, error)
 		return TopicInfo{}, err
 	}
 	defer client.Close()
-	var info TopicInfo
-	if info.Partitions, err = client.Partitions(s.InputTopic); err != nil {
-		return TopicInfo{}, err
-	}
 	switch err := client.CheckTopics(s.InputTopic, s.OutputTopic, s.DeadLetterTopic, 0); {
 	case errors.Is(err, kafka.ErrTopology):
-		info.Problem = err.Error()
+		// Said in status; without the input topic the count is unknown.
+		info := TopicInfo{Problem: err.Error()}
+		if n, err := client.Partitions(s.InputTopic); err == nil {
+			info.Partitions = n
+			return info, nil
+		}
+		return info, err
 	case err != nil:
 		return TopicInfo{}, err
 	}
-	if info.Lag, err = client.Lag(consumerGroup(pool), s.InputTopic, info.Partitions); err != nil {
+	n, err := client.Partitions(s.InputTopic)
+	if err != nil {
 		return TopicInfo{}, err
 	}
-	return info, nil
+	// Lag is for people; a group the operator may not read (ACLs), or a
+	// partition without a leader, leaves it out, nothing else.
+	lag, _ := client.Lag(consumerGroup(pool), s.InputTopic, n)
+	return TopicInfo{Partitions: n, Lag: lag}, nil
 }
 
 func or(d, def time.Duration) time.Duration {

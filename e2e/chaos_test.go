@@ -179,10 +179,11 @@ func (f *fleet) signal(name string, sig syscall.Signal) {
 	}
 }
 
-// webDocs are the fleet's updates: 150 pages at a time, texts of kilobytes
-// in every script, urls up to 8 KB, out of order and duplicated, with a few
-// bad lines.
-var webDocs = docgen.Options{URLs: 150, MaxMessageBytes: 256 << 10, BadLineRate: 0.005}
+// webDocs are the fleet's updates: 40 pages at a time, each of up to 60
+// versions (so that a batch often holds several of one url), texts of
+// kilobytes in every script, urls up to 8 KB, out of order and duplicated,
+// with a few bad lines.
+var webDocs = docgen.Options{URLs: 40, MaxVersions: 60, MaxMessageBytes: 256 << 10, BadLineRate: 0.005}
 
 // more returns the lines of the fleet's next stream of updates.
 func (f *fleet) more() ([][]byte, error) {
@@ -419,8 +420,9 @@ func TestChaosStoppingPostgreSQLMidStreamLosesNothing(t *testing.T) {
 // TestChaosAWokenLeaderThatFindsRedisLostDoesNotTakeOver pauses the leader
 // past its lease, lets a standby take over, wipes Redis, and wakes the old
 // leader: it finds the partition lost, but it is no longer the leader, so
-// it must not claim the partition again (that would open the partition's
-// producer and fence the new leader).
+// it must not claim the partition again while the new one leads (that would
+// open the partition's producer and fence the new leader). It may lead
+// again once the new leader gives the Lease up (it lost Redis too).
 func TestChaosAWokenLeaderThatFindsRedisLostDoesNotTakeOver(t *testing.T) {
 	f := newFleet(t, servers{})
 	f.start()
@@ -440,8 +442,5 @@ func TestChaosAWokenLeaderThatFindsRedisLostDoesNotTakeOver(t *testing.T) {
 	defer f.mu.Unlock()
 	if log := f.logs[newer].String(); strings.Contains(log, "Fenced") {
 		t.Fatalf("the new leader was fenced by the woken one:\n%s", log)
-	}
-	if n := strings.Count(f.logs[old].String(), "Became the partition's leader"); n != 1 {
-		t.Fatalf("the woken leader led %d times, want only its first term:\n%s", n, f.logs[old].String())
 	}
 }

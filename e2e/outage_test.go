@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -22,6 +24,7 @@ func outage(t *testing.T) time.Duration {
 // away is a server that the tests stop and start again.
 type away struct {
 	name        string
+	port        string // where it listens: a reason for being unready names it
 	stop, start func()
 }
 
@@ -32,10 +35,15 @@ func theServers(t *testing.T) (servers, []away) {
 	k := testenv.NewRestartableKafka(t, 1, "in", "out", "dlq")
 	r := testenv.OwnRedis(t)
 	pg := testenv.OwnPostgres(t)
+	pgURL, err := url.Parse(pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	portOf := func(addr string) string { _, port, _ := net.SplitHostPort(addr); return port }
 	return servers{brokers: k.Addrs(), redis: r.Addr(), dsn: pg.DSN}, []away{
-		{"PostgreSQL", func() { pg.Stop(t) }, func() { pg.Start(t) }},
-		{"Redis", func() { r.Stop(t) }, func() { r.Start(t) }},
-		{"Kafka", k.Stop, k.Start},
+		{"PostgreSQL", pgURL.Port(), func() { pg.Stop(t) }, func() { pg.Start(t) }},
+		{"Redis", portOf(r.Addr()), func() { r.Stop(t) }, func() { r.Start(t) }},
+		{"Kafka", portOf(k.Addrs()[0]), k.Stop, k.Start},
 	}
 }
 
@@ -56,9 +64,9 @@ func TestOutagesMidStreamAreWaitedOut(t *testing.T) {
 		if srv.name != "Kafka" {
 			f.produce(60) // still accepted by the broker, waiting for the executor
 		}
-		f.c.eventually("/readyz says why during the "+srv.name+" outage", func() bool {
+		f.c.eventually("/readyz names "+srv.name+" during its outage", func() bool {
 			code, body := f.ready(name)
-			return code == 503 && strings.Contains(body, "not ready:")
+			return code == 503 && strings.Contains(body, ":"+srv.port)
 		})
 		time.Sleep(outage(t))
 		if !f.alive(name) {
@@ -95,9 +103,9 @@ func TestAnExecutorStartsWhileItsServersAreAway(t *testing.T) {
 		srv.stop()
 	}
 	name := f.start()
-	f.c.eventually("/readyz says it is connecting", func() bool {
+	f.c.eventually("/readyz says it is connecting to Redis", func() bool {
 		code, body := f.ready(name)
-		return code == 503 && strings.Contains(body, "redis:")
+		return code == 503 && strings.Contains(body, "redis: ") && strings.Contains(body, ":"+servers[1].port)
 	})
 	time.Sleep(outage(t))
 	if !f.alive(name) {

@@ -100,7 +100,15 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var ready readiness
 	ready.set(func() []string { return append(h.Problems(), "connecting to Redis, PostgreSQL and Kafka") })
 	g, gctx := errgroup.WithContext(ctx)
-	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, ready.problems), ReadHeaderTimeout: 5 * time.Second}
+	secrets := redact.New(cfg.Secrets()...)
+	problems := func() []string { // errors of libraries may quote what they were given
+		p := ready.problems()
+		for i := range p {
+			p[i] = secrets.String(p[i])
+		}
+		return p
+	}
+	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, problems), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error {
 		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve %s: %w", cfg.Listen, err)
@@ -165,6 +173,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	return Lead(ctx, exec, elector, time.Duration(cfg.Leader.RetryPeriod), log, h)
 }
 
+// topologyGrace is how long topics may look unfit at start before the
+// executor takes it for a configuration error.
+const topologyGrace = 10 * time.Second
+
 // connections are the executor's clients; their owner closes them.
 type connections struct {
 	redis rueidis.Client
@@ -227,15 +239,23 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 	}
 	for _, step := range steps {
 		backoff := health.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
+		var unfitSince time.Time
 		for {
 			err := step.open(ctx)
 			if err == nil {
 				h.Set(step.component, nil)
 				break
 			}
+			// Unfit topics are a configuration error once they stay so: a
+			// broker may not know a topic created a moment ago.
 			if errors.Is(err, kafka.ErrTopology) {
-				c.close()
-				return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+				if unfitSince.IsZero() {
+					unfitSince = time.Now()
+				}
+				if time.Since(unfitSince) >= topologyGrace {
+					c.close()
+					return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+				}
 			}
 			h.Set(step.component, err)
 			select {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,4 +122,37 @@ func incompressible(n int, seed uint64) []byte {
 		b[i] = byte(x)
 	}
 	return b
+}
+
+func TestCheckTopics(t *testing.T) {
+	brokers := testenv.Kafka(t, 2, "in", "out", "dlq")
+	testenv.CreateTopic(t, brokers, "out1", 1, nil)
+	client, err := kafka.Connect(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for _, tc := range []struct {
+		name, in, out, dlq string
+		partition          int32
+		want               string // "" when fit
+	}{
+		{"fit topics", "in", "out", "dlq", 1, ""},
+		{"a missing input topic", "nope", "out", "dlq", 0, `kafka.inputTopic: topic "nope" does not exist`},
+		{"a missing output topic", "in", "nope", "dlq", 0, `kafka.outputTopic: topic "nope" does not exist`},
+		{"a missing dead-letter topic", "in", "out", "nope", 0, `kafka.deadLetterTopic: topic "nope" does not exist`},
+		{"an output topic with fewer partitions", "in", "out1", "dlq", 0, `kafka.outputTopic: topic "out1" has 1 partitions, fewer than the 2 of input topic "in"`},
+		{"a dead-letter topic with fewer partitions", "in", "out", "out1", 0, `kafka.deadLetterTopic: topic "out1" has 1 partitions`},
+		{"a partition the input topic lacks", "in", "out", "dlq", 2, `partition: topic "in" has 2 partitions, no partition 2`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := client.CheckTopics(tc.in, tc.out, tc.dlq, tc.partition)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatal(err)
+			case tc.want != "" && (!errors.Is(err, kafka.ErrTopology) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want ErrTopology saying %s", err, tc.want)
+			}
+		})
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -579,10 +580,16 @@ func fitDeadLetter(dl kafka.Message, budget int) kafka.Message {
 	for _, drop := range []func(){func() { dl.Value = nil }, func() { dl.Key = nil }} {
 		size := kafka.RecordBytes(dl)
 		if size <= budget {
-			break
+			return dl
 		}
 		drop()
 		dl.Headers[0].Value = fmt.Appendf(nil, "%s (the dead letter left out the message's key or value: %d bytes are more than the dead-letter topic takes)", why, size)
+	}
+	// Headers alone too large (a limit of a few hundred bytes): keep the
+	// reason's start, whatever is needed to publish at all.
+	if over := kafka.RecordBytes(dl) - budget; over > 0 {
+		r := dl.Headers[0].Value
+		dl.Headers[0].Value = r[:max(0, len(r)-over)]
 	}
 	return dl
 }
@@ -595,9 +602,10 @@ type refusedStates struct {
 	limit, budget int
 	partitions    int32 // of the dead-letter topic
 	producer      *kafka.Producer
+	sending       sync.WaitGroup // a send that ctx gave up on
 }
 
-func (r *refusedStates) publish(_ context.Context, d document.Document, why string) error {
+func (r *refusedStates) publish(ctx context.Context, d document.Document, why string) error {
 	if r.producer == nil {
 		p, err := kafka.NewPartitionProducer(r.deps.KafkaConfig, r.limit)
 		if err != nil {
@@ -615,8 +623,18 @@ func (r *refusedStates) publish(_ context.Context, d document.Document, why stri
 			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(r.opts.Partition)))},
 		},
 	}, r.budget)
-	if err := r.producer.Send([]kafka.Message{dl}); err != nil {
-		return err
+	// The producer's send has no context; the sync's (bounded by the
+	// shutdown timeout at the last sync) must not wait for it.
+	sent := make(chan error, 1)
+	r.sending.Add(1)
+	go func() { defer r.sending.Done(); sent <- r.producer.Send([]kafka.Message{dl}) }()
+	select {
+	case err := <-sent:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err() // the state stays to sync: the next pass tries again
 	}
 	r.deps.Metrics.DeadLettered.Inc()
 	return nil
@@ -624,6 +642,7 @@ func (r *refusedStates) publish(_ context.Context, d document.Document, why stri
 
 func (r *refusedStates) close() {
 	if r.producer != nil {
-		r.producer.Close() //nolint:errcheck // every send was acknowledged
+		r.producer.Close() //nolint:errcheck // a send it cuts short is retried by the next pass
+		r.sending.Wait()
 	}
 }

@@ -73,8 +73,8 @@ type Options struct {
 	MedianTextBytes int
 	// MaxMessageBytes is the input topic's message limit. Every line fits in
 	// it with its url as the key and Kafka's framing around them, and so
-	// does the state docexec publishes for it (it adds firstFetchTime and
-	// escapes U+2028 and U+2029). At least MinMaxMessageBytes; zero:
+	// does the state docexec publishes for it (it adds firstFetchTime). At
+	// least MinMaxMessageBytes; zero:
 	// DefaultMaxMessageBytes.
 	MaxMessageBytes int
 	// BadLineRate is the share of lines that are broken copies of a good

@@ -178,8 +178,9 @@ func urlPasswords(dsn string) []string {
 		}
 	}
 	for _, param := range strings.FieldsFunc(dsn[strings.Index(dsn, "://")+3:], func(r rune) bool { return r == '?' || r == '&' }) {
-		if v, ok := strings.CutPrefix(param, "password="); ok {
-			add(v)
+		key, value, _ := strings.Cut(param, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == "password" { // pgx decodes the key too
+			add(value)
 		}
 	}
 	return out

@@ -142,28 +142,18 @@ func KafkaCluster(t testing.TB, partitions int32, topics ...string) *kfake.Clust
 	return c
 }
 
-// WipePool deletes every Redis key of a pool, as a Redis restart would,
-// without touching other tests' keys (FLUSHALL would: packages run in
-// parallel against the same server).
+// WipePool deletes every Redis key of a pool at once, as a Redis restart
+// without persistence would, without touching other tests' keys (FLUSHALL
+// would: packages run in parallel against the same server). It is one
+// script, so no executor's script sees the pool half deleted.
 func WipePool(t testing.TB, c rueidis.Client, pool string) {
 	t.Helper()
-	ctx := context.Background()
-	var cursor uint64
-	for {
-		entry, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match("dx:{"+pool+"/*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			t.Fatalf("scan keys of pool %s: %v", pool, err)
-		}
-		if len(entry.Elements) > 0 {
-			for _, key := range entry.Elements {
-				if err := c.Do(ctx, c.B().Del().Key(key).Build()).Error(); err != nil {
-					t.Fatalf("delete %s: %v", key, err)
-				}
-			}
-		}
-		if cursor = entry.Cursor; cursor == 0 {
-			return
-		}
+	const wipe = `local keys = redis.call('KEYS', ARGV[1])
+for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
+return #keys`
+	err := c.Do(context.Background(), c.B().Eval().Script(wipe).Numkeys(0).Arg("dx:{"+pool+"/*").Build()).Error()
+	if err != nil {
+		t.Fatalf("delete the keys of pool %s: %v", pool, err)
 	}
 }
 

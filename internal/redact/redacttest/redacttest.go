@@ -26,6 +26,7 @@ func DSNs(hostPort string) []DSN {
 		{"a URL password with an escaped @ and /", "postgresql://docexec:p%40s3cr3t%2Fw0rd@HOSTPORT/docs?sslmode=disable", []string{"p%40s3cr3t%2Fw0rd", "p@s3cr3t/w0rd"}},
 		{"a URL password with a raw @ inside", "postgres://docexec:raw@s3cr3t@HOSTPORT/docs?sslmode=disable", []string{"raw@s3cr3t"}},
 		{"a URL password in the query", "postgres://HOSTPORT/docs?sslmode=disable&password=Qu3ry%21s3cr3t", []string{"Qu3ry%21s3cr3t", "Qu3ry!s3cr3t"}},
+		{"a URL password in the query under an escaped key", "postgres://HOSTPORT/docs?sslmode=disable&pass%77ord=K3y-s3cr3t", []string{"K3y-s3cr3t"}},
 		{"a URL whose port does not parse", "postgres://docexec:Unp4rsable-s3cr3t@HOST:notaport/docs", []string{"Unp4rsable-s3cr3t"}},
 		{"a keyword password", "host=HOST port=PORT user=docexec password=Kw-s3cr3t dbname=docs sslmode=disable", []string{"Kw-s3cr3t"}},
 		{"a keyword password with spaces around =", "host=HOST port=PORT password = Sp4ced-s3cr3t dbname=docs sslmode=disable", []string{"Sp4ced-s3cr3t"}},

@@ -59,7 +59,7 @@ func main() {
 	messages := flag.Int("messages", 200_000, "input messages")
 	urls := flag.Int("urls", 20_000, "distinct urls in the input")
 	syncRows := flag.Int("sync-rows", 100_000, "states synced in the sync measurement")
-	webBytes := flag.Int64("web-bytes", 150_000_000, "bytes of realistic documents (web-like texts, median ~6 KB) in the second table; 0 skips it")
+	webBytes := flag.Int64("web-bytes", 400_000_000, "bytes of realistic documents (web-like texts, median ~6 KB) in the second table; 0 skips it")
 	binary := flag.String("docexec", "bin/docexec", "the docexec binary to measure as (b)")
 	flag.StringVar(&executorFlags, "executor-flags", "", "extra flags for (b), space-separated")
 	flag.Parse()
@@ -165,13 +165,18 @@ const webInput = "bench-web-in"
 // off and with each codec, and prints the second table.
 func realistic(ctx context.Context, binary string, cfg kafka.Config, client *kafka.Client, redisAddr, dsn string, bytes int64) error {
 	fmt.Fprintf(os.Stderr, "producing %d MB of realistic documents...\n", bytes/1e6)
-	w, err := produceWeb(cfg, bytes)
+	limit, _, err := client.MaxMessageBytes(webInput)
+	if err != nil {
+		return err
+	}
+	w, err := produceWeb(cfg, limit, bytes)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\n%d realistic documents, %.1f MB (texts log-normal, median ~6 KB, up to ~1 MB, every script; urls up to 8 KB), one partition\n\n",
 		w.n, float64(w.bytes)/1e6)
 	fmt.Printf("| measurement | compression | docs/s | MB/s | machine CPU µs/doc |\n|---|---|---:|---:|---:|\n")
+	var ratios []string
 	for _, compression := range []string{"none", "lz4", "zstd"} {
 		c := cfg
 		c.Compression = compression
@@ -181,7 +186,8 @@ func realistic(ctx context.Context, binary string, cfg kafka.Config, client *kaf
 			return fmt.Errorf("(a) %s: %w", compression, err)
 		}
 		flags := executorFlags
-		executorFlags += " --kafka.compression " + compression
+		// A table of its own: each run stores every state anew.
+		executorFlags += " --kafka.compression " + compression + " --postgres.table web_" + compression
 		bCPU, err := machineCPU(func() (err error) {
 			b, _, _, err = executorBinary(ctx, binary, c, client, redisAddr, dsn, w, "bench-web-"+compression, "out-web-b-"+compression)
 			return err
@@ -198,19 +204,22 @@ func realistic(ctx context.Context, binary string, cfg kafka.Config, client *kaf
 			fmt.Printf("| %s | %s | %.0f | %.1f | %.0f |\n", r.name, compression, float64(w.n)/r.d.Seconds(),
 				float64(w.bytes)/1e6/r.d.Seconds(), float64(r.cpu.Microseconds())/float64(w.n))
 		}
+		ratios = append(ratios, fmt.Sprintf("%s %.2f", compression, a.Seconds()/b.Seconds()))
 	}
+	fmt.Printf("\n(b)/(a) in MB/s: %s (target >= 0.7 with compression on)\n", strings.Join(ratios, ", "))
 	return nil
 }
 
-// produceWeb writes realistic documents (internal/docgen) to webInput.
-func produceWeb(cfg kafka.Config, bytes int64) (workload, error) {
+// produceWeb writes realistic documents (internal/docgen) to webInput,
+// whose limit is limit.
+func produceWeb(cfg kafka.Config, limit int, bytes int64) (workload, error) {
 	// Lines under 1,000,000 bytes fit a topic of Kafka's default limit
 	// under every codec's worst case (see kafka.RecordBudget).
 	gen, err := docgen.New(docgen.Options{Seed: 7, TotalBytes: bytes, MaxMessageBytes: 1_000_000})
 	if err != nil {
 		return workload{}, err
 	}
-	p, err := kafka.NewProducer(cfg, kafka.DefaultMaxMessageBytes)
+	p, err := kafka.NewProducer(cfg, limit)
 	if err != nil {
 		return workload{}, err
 	}

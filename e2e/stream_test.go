@@ -5,7 +5,7 @@ import (
 	stdjson "encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"strings"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +17,7 @@ import (
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/docgen"
 )
 
 // Topics of the cluster suite's pool.
@@ -26,24 +27,23 @@ const (
 	deadLetterTopic = "doc-updates-dead"
 )
 
-// words make texts of several KB with multi-byte UTF-8 in them.
-var words = strings.Fields(`the quick brown fox Grüße naïve café Ελληνικά Привет мир 東京 ciudad
-	façade jalapeño Zürich 日本語の文章 중국어 français résumé été 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ✓ → ½ ﬁ data stream merge
-	state update crawl fetch page index document version`)
-
-// updates makes n updates of the urls of one partition, out of order,
-// with duplicates, and texts of 2-8 KB.
+// updates makes n updates of urls web-like urls of one partition, out of
+// order, with duplicates: texts and urls from internal/docgen (kilobytes
+// of text in every script, urls up to 8 KB), fetch times drawn here so
+// that every call merges into the states the earlier ones made.
 func updates(r *rand.Rand, partition int32, urls, n int) []document.Document {
+	pages := pagesOf(partition, urls)
+	texts, err := docgen.New(docgen.Options{Seed: r.Uint64(), URLs: n/4 + 1, MaxMessageBytes: 128 << 10})
+	if err != nil {
+		panic(err) // constant options
+	}
 	out := make([]document.Document, 0, n)
-	for range n {
-		fetch := r.Uint64N(1_000_000) + 1
-		var text strings.Builder
-		for size := 2048 + r.IntN(6144); text.Len() < size; {
-			text.WriteString(words[r.IntN(len(words))])
-			text.WriteByte(' ')
+	for u := range texts.Updates() {
+		if len(out) == n {
+			break
 		}
-		d := document.Document{URL: fmt.Sprintf("https://p%d.docs.example/%d", partition, r.IntN(urls)),
-			PubDate: r.Uint64N(fetch), FetchTime: fetch, Text: text.String()}
+		fetch := r.Uint64N(1_000_000) + 1
+		d := document.Document{URL: pages[r.IntN(len(pages))], PubDate: r.Uint64N(fetch), FetchTime: fetch, Text: u.Text}
 		out = append(out, d)
 		if r.IntN(4) == 0 { // a redelivery
 			out = append(out, d)
@@ -51,6 +51,20 @@ func updates(r *rand.Rand, partition int32, urls, n int) []document.Document {
 	}
 	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
+}
+
+// pagesOf returns the urls of a partition: the same on every call, and
+// none of another partition's.
+func pagesOf(partition int32, n int) []string {
+	gen, err := docgen.New(docgen.Options{Seed: uint64(partition) + 1, URLs: n, MaxVersions: 1, DuplicateRate: -1})
+	if err != nil {
+		panic(err)
+	}
+	var urls []string
+	for u := range gen.Updates() {
+		urls = append(urls, u.URL+"#p"+strconv.Itoa(int(partition)))
+	}
+	return urls
 }
 
 // stream produces updates to chosen partitions of the input topic (a url

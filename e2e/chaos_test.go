@@ -239,20 +239,34 @@ func (f *fleet) tryProduce(n int) error {
 	return nil
 }
 
+// waitCommitted waits until every input is committed.
+func (f *fleet) waitCommitted() {
+	f.c.t.Helper()
+	client, err := kafka.Connect(kafka.Config{Brokers: f.brokers})
+	if err != nil {
+		f.c.t.Fatal(err)
+	}
+	defer client.Close()
+	f.c.eventually("every input is committed", func() bool {
+		f.mu.Lock()
+		n := len(f.inputs)
+		f.mu.Unlock()
+		off, _, err := client.Committed("docexec-"+f.pool, "in", 0)
+		return err == nil && off == int64(n)
+	})
+}
+
 // check waits until every input is committed, stops the fleet and checks
 // the guarantees against an oracle of all inputs.
 func (f *fleet) check() {
 	t := f.c.t
 	t.Helper()
+	f.waitCommitted()
 	client, err := kafka.Connect(kafka.Config{Brokers: f.brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	f.c.eventually("every input is committed", func() bool {
-		off, _, err := client.Committed("docexec-"+f.pool, "in", 0)
-		return err == nil && off == int64(len(f.inputs))
-	})
 	f.mu.Lock()
 	names := make([]string, 0, len(f.procs))
 	for name := range f.procs {

@@ -211,6 +211,9 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 			c.redis, err = rueidis.NewClient(rueidis.ClientOption{
 				InitAddress: cfg.Redis.Addresses, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
 				DisableCache: true, // the executor is the only writer of its keys
+				// rueidis would retry reads while Redis is away, for as long as
+				// it takes and silently; the executor's own retries say so.
+				DisableRetry: true,
 			})
 			return err
 		}},

@@ -326,7 +326,7 @@ func startKafka(o options) (kafka.Config, func(), error) {
 }
 
 func startRedis(o options) (rueidis.Client, func(), error) {
-	opt := rueidis.ClientOption{InitAddress: []string{o.redis}, DisableCache: true}
+	opt := rueidis.ClientOption{InitAddress: []string{o.redis}, DisableCache: true, DisableRetry: true}
 	stop := func() {}
 	if o.redis == "" {
 		m, err := miniredis.Run()
@@ -334,7 +334,7 @@ func startRedis(o options) (rueidis.Client, func(), error) {
 			return nil, nil, fmt.Errorf("start embedded Redis: %w", err)
 		}
 		// miniredis refuses client tracking and cross-slot checks.
-		opt = rueidis.ClientOption{InitAddress: []string{m.Addr()}, DisableCache: true, ForceSingleClient: true}
+		opt = rueidis.ClientOption{InitAddress: []string{m.Addr()}, DisableCache: true, DisableRetry: true, ForceSingleClient: true}
 		stop = m.Close
 	}
 	c, err := rueidis.NewClient(opt)

@@ -153,9 +153,14 @@ func (e *Executor) Run(ctx context.Context) error {
 	// that stops (a standby again) reports none.
 	e.clearHealth()
 	defer e.clearHealth()
-	err := e.runOnce(ctx)
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return nil // stopped while starting: nothing was applied
+	started := false
+	err := e.runOnce(ctx, &started)
+	if err != nil && !started && ctx.Err() != nil {
+		// Stopped while starting: nothing was applied, and whatever failed
+		// then (a query cut short: context canceled, or a connection
+		// dropped under it) failed because of the stop.
+		e.deps.Log.Debug("Stopped while starting", "err", err)
+		return nil
 	}
 	return err
 }
@@ -293,7 +298,8 @@ type batch struct {
 	highWaterMark         int64
 }
 
-func (e *Executor) runOnce(ctx context.Context) error {
+// runOnce runs the term; started says when it began processing.
+func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 	o, d := e.opts, e.deps
 	// Each term reads the topics' limits afresh: a batch the broker refused
 	// as too large ends the term, and the next one cuts it to the new size.
@@ -348,6 +354,7 @@ func (e *Executor) runOnce(ctx context.Context) error {
 	g.Go(func() error { defer close(batches); return p.run(gctx, ctx.Done(), reader, batches) })
 	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
 	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
+	*started = true
 	e.ready.Store(true)
 	d.Health.Set(HealthTerm, nil)
 	d.Metrics.Leader.Set(1)

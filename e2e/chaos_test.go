@@ -284,14 +284,13 @@ func (f *fleet) check() {
 	}
 
 	json, _ := codec.New("json")
-	final := map[string]document.Document{}
+	final := oracle{}
 	for _, v := range f.inputs {
 		u, err := json.Decode(v)
 		if err != nil {
 			continue // a bad line: dead-lettered
 		}
-		cur, found := final[u.URL]
-		final[u.URL], _ = document.Apply(cur, found, u)
+		final.add(u)
 	}
 	// PostgreSQL holds the oracle's states.
 	st, err := store.OpenPostgres(context.Background(), f.dsn, store.Options{})

@@ -74,7 +74,7 @@ type stream struct {
 	t      testing.TB
 	client *kgo.Client
 	mu     sync.Mutex
-	final  map[string]document.Document
+	final  oracle
 	sent   int
 }
 
@@ -86,7 +86,7 @@ func newStream(t testing.TB, brokers string) *stream {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return &stream{t: t, client: c, final: map[string]document.Document{}}
+	return &stream{t: t, client: c, final: oracle{}}
 }
 
 // send produces docs to partition and waits for the broker's acks.
@@ -105,8 +105,7 @@ func (s *stream) send(ctx context.Context, partition int32, docs []document.Docu
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range docs {
-		cur, found := s.final[d.URL]
-		s.final[d.URL], _ = document.Apply(cur, found, d)
+		s.final.add(d)
 	}
 	s.sent += len(docs)
 	return nil

@@ -1,6 +1,6 @@
-// Package document holds the Document type and the merge rule of DESIGN.md
-// section 1, the one rule that the Redis script and the SQL upsert implement
-// again in their own languages (and are tested against, case for case).
+// Package document holds the Document type and the merge rule: the one rule,
+// which the leader runs (package state) and which the SQL upsert implements
+// again in its own language (tested against it, case for case).
 package document
 
 // Document is one version of a web document, or the merged state of all the

@@ -3,9 +3,11 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -251,5 +253,23 @@ func TestAWriterFencedWhileRecoveringNeverReopens(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the new writer's record never showed")
+	}
+}
+
+func TestMessagesEncodeAndDecodeExactly(t *testing.T) {
+	msgs := []kafka.Message{
+		{Topic: "out", Partition: 3, Key: []byte("https://ü.example/"), Value: []byte(`{"text":"\u2028"}`)},
+		{Topic: "dlq", Partition: 0, Key: nil, Value: []byte{}, Headers: []sarama.RecordHeader{{Key: []byte("docexec-reason"), Value: []byte("too large")}, {Key: []byte("k"), Value: nil}}},
+		{Topic: "", Partition: 2147483647},
+	}
+	b := kafka.AppendMessages([]byte("prefix"), msgs)
+	got, rest, err := kafka.DecodeMessages(b[len("prefix"):])
+	if err != nil || len(rest) != 0 || !reflect.DeepEqual(got, msgs) {
+		t.Fatalf("decoded %+v, rest %q, %v; want %+v", got, rest, err, msgs)
+	}
+	for cut := range len(b) - len("prefix") {
+		if _, _, err := kafka.DecodeMessages(b[len("prefix") : len("prefix")+cut]); err == nil {
+			t.Fatalf("a cut of %d bytes decoded", cut)
+		}
 	}
 }

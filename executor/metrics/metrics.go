@@ -43,7 +43,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		syncedRows:   counter("synced_rows_total", "Document states written to PostgreSQL by the sync."),
 		syncRefused:  counter("sync_refused_total", "Document states PostgreSQL refused to store (kept in Redis, dead-lettered)."),
 		batchSeconds: histogram("batch_duration_seconds", "Time to decode and merge one batch (Redis included)."),
-		redisSeconds: histogram("redis_duration_seconds", "Time of the Redis merge of one batch (read-through included)."),
+		redisSeconds: histogram("redis_duration_seconds", "Time of the merge of one batch: reading the states it lacks (Redis, PostgreSQL), merging, writing them to Redis."),
 		syncSeconds:  histogram("sync_duration_seconds", "Time of one sync pass to PostgreSQL."),
 		consumerLag:  gauge("consumer_lag_messages", "Input messages after the last one read (high-water mark minus next offset)."),
 		syncLag:      gauge("sync_lag_offsets", "Applied offset minus the offset synced to PostgreSQL."),

@@ -1,25 +1,28 @@
 // Package pipeline runs one partition: read → process → write goroutines
 // joined by bounded channels, plus the sync to PostgreSQL.
 //
-//   - read/process: messages are batched by size and time, decoded, and
-//     merged into Redis in one fenced script call per batch (state);
+//   - read/process: messages are batched by size and time, decoded, merged
+//     by the leader and written to Redis in one fenced script call per batch,
+//     with the batch's output (state);
 //   - write: each batch's changed states and dead letters go to Kafka in one
 //     transaction that also commits the batch's offset (kafka);
 //   - sync: dirty states move to PostgreSQL every interval (syncer).
 //
 // Redis runs a few batches ahead of Kafka. Where an executor resumes, and
-// what it emits again, follows from the group's committed offset C
-// (published), the applied offset R in Redis (or, after a Redis loss,
-// PostgreSQL's watermark W, from which state is rebuilt) and the configured
-// start. It reads from min(C, R): below C it rebuilds state without
-// publishing (that output exists); up to R (after a loss: up to the end of
-// the log at that moment) it publishes each url's current state again, as
-// it may never have gone out; after that it is normal processing. See
-// locate.
+// what it emits, follows from the group's committed offset C (published),
+// the applied offset R in Redis (or, after a Redis loss, PostgreSQL's
+// watermark W, from which state is rebuilt) and the configured start. When
+// Redis holds the recorded output of every batch from C to R, those are
+// published as recorded and it resumes at R: exactly once. Otherwise it
+// reads from min(C, R): below C it rebuilds state without publishing (that
+// output exists); up to R (after a loss: up to the end of the log at that
+// moment) it publishes each url's current state again, as it may never have
+// gone out; after that it is normal processing. See locate.
 package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +42,7 @@ import (
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
 	"github.com/docexec/docexec/executor/syncer"
+	"github.com/docexec/docexec/internal/failpoint"
 )
 
 // Defaults for Options' zero values.
@@ -108,6 +112,9 @@ type Executor struct {
 	opts  Options
 	deps  Deps
 	ready atomic.Bool
+	// published is the offset Kafka committed last in this term: recorded
+	// outputs up to it are dropped by the next write.
+	published atomic.Int64
 }
 
 // New returns an executor of opts' partition; zero options take defaults.
@@ -183,12 +190,15 @@ type position struct {
 	from      int64 // first offset read
 	committed int64
 	replayed  int64
+	// pending are the recorded outputs of the batches applied but not
+	// published, in order: published first, exactly as recorded.
+	pending []recorded
 }
 
 // locate claims the partition and works out its position. It runs after the
 // writer is open: that fenced any older producer, so the committed offset
 // read here can no longer move.
-func (e *Executor) locate(ctx context.Context) (position, error) {
+func (e *Executor) locate(ctx context.Context, budget int) (position, error) {
 	o, d := e.opts, e.deps
 	mark, hasMark, err := d.Store.Watermark(ctx, o.Pool, o.Partition)
 	if err != nil {
@@ -248,6 +258,22 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 	if !hasCommitted {
 		committed = earliest
 	}
+	// Exactly once: Redis kept the partition, and with it the recorded
+	// output of every batch applied since Kafka's commit. Published as
+	// recorded, they make the output an uninterrupted leader's.
+	if claim.HasApplied && !claim.Stale && claim.Applied >= committed {
+		pending, exact, err := e.recorded(ctx, committed, claim.Applied, budget)
+		if err != nil {
+			return position{}, err
+		}
+		if exact {
+			// An earlier recovery's promise still holds beyond what is applied.
+			replayed := max(claim.Applied, claim.Replay)
+			return position{epoch: claim.Epoch, from: claim.Applied, committed: claim.Applied, replayed: replayed, pending: pending}, nil
+		}
+		d.Log.Warn("The recorded outputs do not cover what was applied but not published; publishing the current states of that range again (at least once)",
+			"committed", committed, "applied", claim.Applied)
+	}
 	p := position{epoch: claim.Epoch, committed: committed}
 	var resume int64
 	switch {
@@ -290,6 +316,71 @@ func (e *Executor) locate(ctx context.Context) (position, error) {
 	return p, nil
 }
 
+// recorded is the output a batch recorded with its states: the records to
+// publish in one transaction committing next.
+type recorded struct {
+	start, next int64
+	msgs        []kafka.Message
+}
+
+// encode is what a batch records (state.Batch.Output).
+func (r recorded) encode() []byte {
+	return kafka.AppendMessages(binary.AppendVarint(nil, r.start), r.msgs)
+}
+
+func decodeRecorded(next int64, b []byte) (recorded, error) {
+	start, n := binary.Varint(b)
+	if n <= 0 {
+		return recorded{}, fmt.Errorf("pipeline: the recorded output of the batch ending at %d is corrupt", next)
+	}
+	msgs, rest, err := kafka.DecodeMessages(b[n:])
+	if err == nil && len(rest) > 0 {
+		err = errors.New("trailing bytes")
+	}
+	if err != nil {
+		return recorded{}, fmt.Errorf("pipeline: the recorded output of the batch ending at %d: %w", next, err)
+	}
+	return recorded{start: start, next: next, msgs: msgs}, nil
+}
+
+// recorded returns the recorded outputs of the batches from offset from
+// (Kafka's commit) to offset to (Redis's applied), in order; exact is false
+// when they do not cover that range batch after batch (recorded by an
+// older docexec, or the group's offset moved by someone else), or when a
+// record no longer fits the topics (their limits shrank).
+func (e *Executor) recorded(ctx context.Context, from, to int64, budget int) (pending []recorded, exact bool, err error) {
+	outputs, err := e.deps.State.Outputs(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	byStart := make(map[int64]recorded, len(outputs))
+	for next, b := range outputs {
+		if next <= from {
+			continue // published already; the next write drops it
+		}
+		r, err := decodeRecorded(next, b)
+		if err != nil {
+			e.deps.Log.Warn("Ignoring a recorded output", "err", err)
+			return nil, false, nil
+		}
+		byStart[r.start] = r
+	}
+	for at := from; at < to; {
+		r, ok := byStart[at]
+		if !ok {
+			return nil, false, nil
+		}
+		for _, m := range r.msgs {
+			if kafka.RecordBytes(m) > budget {
+				return nil, false, nil
+			}
+		}
+		pending = append(pending, r)
+		at = r.next
+	}
+	return pending, true, nil
+}
+
 // batch is one transaction's worth of output.
 type batch struct {
 	msgs                  []kafka.Message
@@ -317,10 +408,25 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 		return err
 	}
 	defer writer.Close()
-	pos, err := e.locate(ctx)
+	pos, err := e.locate(ctx, writer.Budget())
 	if err != nil {
 		return err
 	}
+	// What the last leader applied but did not publish goes out first,
+	// exactly as it recorded it, each batch with its offset.
+	for _, r := range pos.pending {
+		if err := writer.Publish(ctx, r.msgs, r.next); err != nil {
+			return fmt.Errorf("pipeline: publish the recorded output of the batch ending at %d: %w", r.next, err)
+		}
+		for _, m := range r.msgs {
+			if m.Topic == o.OutputTopic {
+				d.Metrics.Emitted.Inc()
+			} else {
+				d.Metrics.DeadLettered.Inc()
+			}
+		}
+	}
+	e.published.Store(pos.committed)
 	if err := d.Kafka.CheckTopics(o.InputTopic, o.OutputTopic, o.DeadLetterTopic, o.Partition); err != nil {
 		return err
 	}
@@ -333,7 +439,8 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 		return err
 	}
 	defer reader.Close()
-	d.Log.Info("Resumed partition", "epoch", pos.epoch, "from", pos.from, "committed", pos.committed, "replayed", pos.replayed)
+	d.Log.Info("Resumed partition", "epoch", pos.epoch, "from", pos.from, "committed", pos.committed, "replayed", pos.replayed,
+		"republished", len(pos.pending))
 
 	// After ctx ends, the last batch, its publish and the final sync get
 	// ShutdownTimeout; an error anywhere stops everything at once.
@@ -398,6 +505,7 @@ func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan ba
 		if err := w.Publish(ctx, b.msgs, b.next); err != nil {
 			return fmt.Errorf("pipeline: publish batch ending at offset %d: %w", b.next, err)
 		}
+		e.published.Store(b.next)
 		m.Emitted.Add(float64(b.emitted))
 		m.DeadLettered.Add(float64(b.deadLettered))
 		m.ConsumerLag.Set(float64(max(0, b.highWaterMark-b.next)))
@@ -497,7 +605,8 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 		updates = append(updates, state.Update{Doc: doc, Emit: emit})
 		sources = append(sources, m)
 	}
-	res, err := p.apply(ctx, updates, b.next)
+	merging := time.Now()
+	res, err := p.prepare(ctx, updates, b.next)
 	if err != nil {
 		return batch{}, err
 	}
@@ -514,6 +623,15 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 		b.msgs = append(b.msgs, out)
 		b.emitted++
 	}
+	// The batch's output is recorded with its states, in one step: a new
+	// leader publishes exactly that if Kafka never committed it.
+	res.Output = recorded{start: msgs[0].Offset, next: b.next, msgs: b.msgs}.encode()
+	res.Published = p.published.Load()
+	if err := p.commit(ctx, res); err != nil {
+		return batch{}, err
+	}
+	d.Metrics.RedisSeconds.Observe(time.Since(merging).Seconds())
+	failpoint.Hit(failpoint.AfterRedisWrite)
 	d.Metrics.In.Add(float64(len(msgs)))
 	d.Metrics.Unchanged.Add(float64(res.Unchanged))
 	d.Metrics.ReadThrough.Add(float64(res.ReadThrough))
@@ -530,32 +648,42 @@ func reason(err error) string {
 	return err.Error()
 }
 
-// apply merges updates into Redis, retrying failures that may pass (Redis
-// or PostgreSQL unreachable) until ctx ends. A failed call may still have
-// been applied, its reply lost: the retry then publishes the current state
-// of every url of the batch, so nothing goes unpublished.
-func (p *processor) apply(ctx context.Context, updates []state.Update, next int64) (state.Result, error) {
+// prepare merges updates into the partition's states, retrying failures
+// that may pass (Redis or PostgreSQL unreachable) until ctx ends.
+func (p *processor) prepare(ctx context.Context, updates []state.Update, next int64) (*state.Batch, error) {
+	var b *state.Batch
+	err := p.retrying(ctx, func() (err error) {
+		b, err = p.deps.State.Prepare(ctx, p.pos.epoch, updates, next, p.deps.Store)
+		return err
+	})
+	return b, err
+}
+
+// commit writes a prepared batch to Redis, retrying as prepare does: a
+// write whose outcome is unknown (its reply lost) is retried as it was
+// prepared, the same states and the same output.
+func (p *processor) commit(ctx context.Context, b *state.Batch) error {
+	return p.retrying(ctx, func() error { return p.deps.State.Commit(ctx, b) })
+}
+
+// retrying runs op until it succeeds, fails for good (the partition is
+// lost or fenced) or ctx ends, with a capped backoff between tries; the
+// merge's health says what fails meanwhile.
+func (p *processor) retrying(ctx context.Context, op func() error) error {
 	backoff := 50 * time.Millisecond
 	for {
-		started := time.Now()
-		res, err := p.deps.State.Apply(ctx, p.pos.epoch, updates, next, p.deps.Store)
+		err := op()
 		if err == nil {
 			p.deps.Health.Set("merge", nil)
-			p.deps.Metrics.RedisSeconds.Observe(time.Since(started).Seconds())
-			return res, nil
+			return nil
 		}
 		if syncer.Fatal(err) || ctx.Err() != nil {
-			return state.Result{}, err
+			return err
 		}
 		p.deps.Health.Set("merge", err)
-		for i := range updates {
-			if updates[i].Emit == state.EmitChanged {
-				updates[i].Emit = state.EmitAlways
-			}
-		}
 		select {
 		case <-ctx.Done():
-			return state.Result{}, ctx.Err()
+			return ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)

@@ -22,6 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
@@ -994,4 +997,85 @@ func mustCodec(t *testing.T) codec.Codec {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// refuseProduce makes the broker refuse every transactional produce
+// request (the executors' output) with a retriable error while refusing
+// holds: publications fail and are retried, and nothing reaches the output.
+func refuseProduce(c *kfake.Cluster, refusing *atomic.Bool) {
+	c.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		if !refusing.Load() {
+			c.DropControl()
+			return nil, nil, false
+		}
+		c.KeepControl()
+		req := kreq.(*kmsg.ProduceRequest)
+		if req.TransactionID == nil {
+			return nil, nil, false // the test's own input
+		}
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotEnoughReplicas.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+}
+
+// perURL splits emissions by url, in order.
+func perURL(emitted []document.Document) map[string][]document.Document {
+	out := map[string][]document.Document{}
+	for _, d := range emitted {
+		out[d.URL] = append(out[d.URL], d)
+	}
+	return out
+}
+
+// TestALeaderDeadBetweenRedisAndKafkaLeavesOutputExactlyOnce lets a leader
+// write batches to Redis that Kafka refuses to take, then stops it: the
+// next leader must publish exactly what those batches would have — every
+// url's emissions are those of an uninterrupted run, none twice, none
+// missing.
+func TestALeaderDeadBetweenRedisAndKafkaLeavesOutputExactlyOnce(t *testing.T) {
+	cluster := testenv.KafkaCluster(t, 1, "in", "out", "dlq")
+	h := newHarnessOn(t, cluster.ListenAddrs())
+	h.opts.ShutdownTimeout = 300 * time.Millisecond
+	stop := h.start()
+	h.produce(updates(300, 30, 1)...)
+	h.waitCommitted()
+
+	var refusing atomic.Bool
+	refusing.Store(true)
+	refuseProduce(cluster, &refusing)
+	h.produce(updates(300, 30, 2)...)
+	st := state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: 0})
+	deadline := time.Now().Add(30 * time.Second)
+	for applied, _, _ := st.Applied(context.Background()); applied < 400; applied, _, _ = st.Applied(context.Background()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("applied %d, want the new batches applied while Kafka refuses them", applied)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop() //nolint:errcheck // it cannot publish: dies with batches applied, unpublished
+	refusing.Store(false)
+
+	h.runToEnd() // the next leader
+	wantEmits, final := h.reference()
+	got, want := perURL(h.emitted()), perURL(wantEmits)
+	for url, seq := range want {
+		if !slices.Equal(got[url], seq) {
+			t.Fatalf("%s: emitted %d states %+v, an uninterrupted run %d %+v", url, len(got[url]), got[url], len(seq), seq)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("emissions for %d urls, want %d", len(got), len(want))
+	}
+	h.checkStored(final)
 }

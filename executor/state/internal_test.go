@@ -3,6 +3,8 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/docexec/docexec/executor/document"
@@ -14,7 +16,7 @@ import (
 // before it, Redis has the batch's. The retry must pass.
 func TestARetryAfterALostReplyIsNoRollback(t *testing.T) {
 	ctx := context.Background()
-	s := New(testenv.Redis(t), Options{Pool: "lost-reply-" + t.Name(), Partition: 0})
+	s := New(testenv.Redis(t), Options{Pool: fmt.Sprintf("lost-reply-%x", rand.Uint64()), Partition: 0})
 	claim, err := s.Claim(ctx, 0, true)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +40,7 @@ func TestARetryAfterALostReplyIsNoRollback(t *testing.T) {
 func TestAForgetCutShortIsFinishedByTheNextClaim(t *testing.T) {
 	ctx := context.Background()
 	c := testenv.Redis(t)
-	s := New(c, Options{Pool: "forget-" + t.Name(), Partition: 0})
+	s := New(c, Options{Pool: fmt.Sprintf("forget-%x", rand.Uint64()), Partition: 0})
 	claim, err := s.Claim(ctx, 0, true)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +76,7 @@ func TestAForgetCutShortIsFinishedByTheNextClaim(t *testing.T) {
 // not delete the new writer's states.
 func TestAFencedForgetDeletesNothing(t *testing.T) {
 	ctx := context.Background()
-	s := New(testenv.Redis(t), Options{Pool: "fenced-forget-" + t.Name(), Partition: 0})
+	s := New(testenv.Redis(t), Options{Pool: fmt.Sprintf("fenced-forget-%x", rand.Uint64()), Partition: 0})
 	old, err := s.Claim(ctx, 0, true)
 	if err != nil {
 		t.Fatal(err)

@@ -1,19 +1,27 @@
 // Package state keeps each partition's document states in Redis, the
-// write-back cache between Kafka and PostgreSQL. One Lua script call merges a
-// whole batch (round trips, not Redis, are what costs), marks changed urls
-// dirty for the sync, advances the partition's applied offset and checks the
-// fencing epoch, so state and offset can never disagree and an executor that
-// lost its partition cannot write.
+// write-back cache between Kafka and PostgreSQL, for the partition's leader.
+//
+// The leader is the partition's only writer, fenced by an epoch that every
+// script checks, so it merges in its own memory: a batch's updates are
+// merged with document.Merge (the one merge rule) against a bounded cache of
+// the states the leader has seen, filled by reading the states it lacks from
+// Redis (small fields first, texts only when the merge or an emission needs
+// them), then from PostgreSQL. Redis receives one fenced write per batch:
+// the changed states, their urls in the dirty set, the applied offset and,
+// when given, the batch's output — nothing that Redis must parse or
+// compare, so that one Redis carries the traffic of many partitions.
 //
 // Keys carry a hash tag per pool and partition, dx:{pool/7}:..., so that one
 // partition's keys share a Redis Cluster slot and multi-key scripts work
-// there. Redis must not evict keys (maxmemory-policy noeviction): dirty
-// states exist nowhere else.
+// there. A state is two keys: m:<url>, its three numbers (24 bytes), and
+// t:<url>, its text. Redis must not evict keys without a TTL: dirty states
+// exist nowhere else.
 package state
 
 import (
 	"context"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -41,11 +49,15 @@ var (
 	ErrEvicting = errors.New("state: Redis may evict keys")
 )
 
+// format is the layout of a partition's keys; a claim that finds another
+// forgets the partition's states (they are read from PostgreSQL again).
+const format = "2"
+
 var (
 	//go:embed fence.lua
 	fenceSource string
-	//go:embed apply.lua
-	applySource string
+	//go:embed write.lua
+	writeSource string
 	//go:embed claim.lua
 	claimSource string
 	//go:embed begin_sync.lua
@@ -61,13 +73,17 @@ var (
 
 	claimScript = rueidis.NewLuaScript(claimSource)
 	// Scripts that write check the caller's epoch first.
-	applyScript     = rueidis.NewLuaScript(fenceSource + applySource)
+	writeScript     = rueidis.NewLuaScript(fenceSource + writeSource)
 	beginSyncScript = rueidis.NewLuaScript(fenceSource + beginSyncSource)
 	syncPageScript  = rueidis.NewLuaScript(fenceSource + syncPageSource)
 	cleanScript     = rueidis.NewLuaScript(fenceSource + cleanSource)
 	forgetScript    = rueidis.NewLuaScript(fenceSource + forgetSource)
 	recoverScript   = rueidis.NewLuaScript(fenceSource + recoverSource)
 )
+
+// DefaultCacheBytes bounds the leader's cache of states when
+// Options.CacheBytes is zero.
+const DefaultCacheBytes = 32 << 20
 
 // Options says whose state this is.
 type Options struct {
@@ -83,29 +99,44 @@ type Options struct {
 	// does not change (urls with history elsewhere move in when it grows).
 	// nil: it never changes.
 	PartitionCount func(context.Context) (int32, error)
+	// CacheBytes bounds the memory of the states the leader keeps (urls,
+	// numbers and texts); DefaultCacheBytes when zero. The least recently
+	// used go first.
+	CacheBytes int
 }
 
-// State is one partition's state in Redis.
+// State is one partition's state in Redis, as its leader sees it. Claim,
+// Apply (Prepare and Commit) and the sync's calls are for one goroutine at a
+// time; the pipeline runs the merge and the sync in turns of the same term.
 type State struct {
 	client     rueidis.Client
 	opts       Options
+	tag        string
 	metaKey    string
 	dirtyKey   string
 	syncingKey string
-	docPrefix  string
+	outKey     string
 	// applied is the applied offset as this writer last left it ("": none),
-	// which Apply checks to notice Redis going back in time.
+	// which every write checks to notice Redis going back in time.
 	applied string
 	// completeFor is the partition count for which the claim found the
 	// partition's copy complete ("": not complete).
 	completeFor string
+	cache       *cache
 }
 
 // New returns the state of the partition that opts names.
 func New(client rueidis.Client, opts Options) *State {
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = DefaultCacheBytes
+	}
 	tag := fmt.Sprintf("dx:{%s/%d}:", opts.Pool, opts.Partition)
-	return &State{client: client, opts: opts, metaKey: tag + "meta", dirtyKey: tag + "dirty", syncingKey: tag + "syncing", docPrefix: tag + "d:"}
+	return &State{client: client, opts: opts, tag: tag, metaKey: tag + "meta", dirtyKey: tag + "dirty",
+		syncingKey: tag + "syncing", outKey: tag + "out", cache: newCache(opts.CacheBytes)}
 }
+
+func (s *State) numbersKey(url string) string { return s.tag + "m:" + url }
+func (s *State) textKey(url string) string    { return s.tag + "t:" + url }
 
 // Claim is what Claim returns.
 type Claim struct {
@@ -114,8 +145,8 @@ type Claim struct {
 	// Applied is the offset after the last applied batch, if Redis has one.
 	Applied    int64
 	HasApplied bool
-	// Forgetting says that a Forget did not finish: the states left are
-	// not to be trusted (forget again).
+	// Forgetting says that the states left are not to be trusted (forget
+	// them): a Forget did not finish, or they are of another layout.
 	Forgetting bool
 	// Stale says that a writer found Redis gone back in time: what it lost
 	// cannot be told from what it kept, so every current state goes out
@@ -131,7 +162,8 @@ type Claim struct {
 // growing across a Redis wipe. complete says that the partition has no
 // history anywhere, so a url missing from Redis is a new url, not an evicted
 // one (it counts only if Redis holds nothing of the partition yet, and
-// while the input topic keeps its partition count).
+// while the input topic keeps its partition count). The leader's cache
+// starts empty with each claim.
 func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, error) {
 	completeFor := ""
 	if complete {
@@ -142,10 +174,11 @@ func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, 
 		completeFor = n
 	}
 	res, err := claimScript.Exec(ctx, s.client, []string{s.metaKey},
-		[]string{strconv.FormatUint(floor, 10), completeFor}).ToArray()
+		[]string{strconv.FormatUint(floor, 10), completeFor, format}).ToArray()
 	if err != nil {
 		return Claim{}, fmt.Errorf("state: claim partition %d: %w", s.opts.Partition, err)
 	}
+	s.cache.reset()
 	s.completeFor, _ = res[2].ToString()
 	epochText, _ := res[0].ToString()
 	epoch, err := strconv.ParseUint(epochText, 10, 64)
@@ -181,101 +214,7 @@ func (s *State) Recover(ctx context.Context, epoch uint64, replay int64) error {
 	return nil
 }
 
-// Emit says when an update's state goes to the output topic.
-type Emit byte
-
-const (
-	// EmitChanged emits the new state when the update changed it: normal
-	// processing.
-	EmitChanged Emit = 'c'
-	// EmitAlways emits the url's current state even when unchanged: replay of
-	// updates applied before a crash but perhaps never published.
-	EmitAlways Emit = 'a'
-	// EmitNever emits nothing: replay of updates published already.
-	EmitNever Emit = 'n'
-)
-
-// Update is one update of a batch and when to emit its url's state.
-type Update struct {
-	Doc  document.Document
-	Emit Emit
-}
-
-// Result is what one batch did.
-type Result struct {
-	// Emitted holds the states to publish, in update order; EmittedBy the
-	// index of the update that emitted each.
-	Emitted   []document.Document
-	EmittedBy []int
-	// Unchanged counts updates that changed nothing (duplicates, and
-	// versions between the first and the last).
-	Unchanged int
-	// ReadThrough counts urls looked up in PostgreSQL.
-	ReadThrough int
-}
-
-// Loader reads states that Redis no longer has (PostgreSQL's copy).
-type Loader interface {
-	Load(ctx context.Context, urls []string) (map[string]document.Document, error)
-}
-
-// maxReadThroughs bounds the lookups of one batch: a second one is needed
-// only when a clean state expires between two script calls.
-const maxReadThroughs = 3
-
-// Apply merges a batch of updates into the partition's state and records
-// next as the applied offset, atomically, provided epoch still owns the
-// partition. Urls missing from Redis are read through from loader first (one
-// Load per batch), unless the partition's Redis copy is known to be complete.
-func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next int64, loader Loader) (Result, error) {
-	keys := make([]string, 0, len(updates)+2)
-	keys = append(keys, s.metaKey, s.dirtyKey)
-	for _, u := range updates {
-		keys = append(keys, s.docPrefix+u.Doc.URL)
-	}
-	// A complete copy must know whether the topic still has the partition
-	// count it was complete for; read after the batch was, so that any url
-	// routed by a new count is seen with it.
-	count := ""
-	if s.completeFor != "" {
-		var err error
-		if count, err = s.partitionCount(ctx); err != nil {
-			return Result{}, fmt.Errorf("state: apply batch of partition %d: %w", s.opts.Partition, err)
-		}
-		if count != s.completeFor {
-			s.completeFor = "" // apply.lua voids it for good
-		}
-	}
-	// Nobody else writes between the calls (the epoch), but a clean state
-	// may expire: then the script asks again.
-	looked := map[string]bool{}
-	stored := map[string]document.Document{}
-	for range maxReadThroughs {
-		res, err := s.apply(ctx, keys, s.applyArgs(epoch, next, count, updates, looked, stored), updates)
-		if err != nil || res.missing == nil {
-			if err == nil {
-				s.advance(next)
-			}
-			res.ReadThrough = len(looked)
-			return res.Result, err
-		}
-		urls := make([]string, 0, len(res.missing))
-		for _, i := range res.missing {
-			urls = append(urls, updates[i].Doc.URL)
-			looked[updates[i].Doc.URL] = true
-		}
-		found, err := loader.Load(ctx, urls)
-		if err != nil {
-			return Result{}, fmt.Errorf("state: read through %d urls: %w", len(urls), err)
-		}
-		for url, d := range found {
-			stored[url] = d
-		}
-	}
-	return Result{}, fmt.Errorf("state: apply: urls still missing after %d read-throughs", maxReadThroughs)
-}
-
-// partitionCount is the input topic's partition count now, as apply.lua
+// partitionCount is the input topic's partition count now, as write.lua
 // and claim.lua compare it.
 func (s *State) partitionCount(ctx context.Context) (string, error) {
 	if s.opts.PartitionCount == nil {
@@ -288,134 +227,27 @@ func (s *State) partitionCount(ctx context.Context) (string, error) {
 	return strconv.Itoa(int(n)), nil
 }
 
-// advance records next as applied, as apply.lua does: it never goes back.
-func (s *State) advance(next int64) {
-	if prev, err := strconv.ParseInt(s.applied, 10, 64); err != nil || next > prev {
-		s.applied = strconv.FormatInt(next, 10)
-	}
+// numbersSize is the size of a state's numbers in Redis.
+const numbersSize = 24
+
+// encodeNumbers writes pubDate, fetchTime and firstFetchTime big-endian.
+func encodeNumbers(d document.Document) string {
+	var b [numbersSize]byte
+	binary.BigEndian.PutUint64(b[0:], d.PubDate)
+	binary.BigEndian.PutUint64(b[8:], d.FetchTime)
+	binary.BigEndian.PutUint64(b[16:], d.FirstFetchTime)
+	return string(b[:])
 }
 
-// applyArgs encodes a batch as apply.lua reads it, with the states looked
-// up in PostgreSQL so far.
-func (s *State) applyArgs(epoch uint64, next int64, count string, updates []Update, looked map[string]bool, stored map[string]document.Document) []string {
-	withBase := len(looked) > 0
-	args := make([]string, 0, 7+9*len(updates))
-	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(next, 10), flag(withBase),
-		strconv.Itoa(len(s.docPrefix)), strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10), s.applied, count)
-	for _, u := range updates {
-		args = append(args, string(u.Emit), padded(u.Doc.PubDate), padded(u.Doc.FetchTime), u.Doc.Text)
-		if !withBase {
-			continue
-		}
-		base, found := stored[u.Doc.URL]
-		switch {
-		case found:
-			args = append(args, "+", padded(base.PubDate), padded(base.FetchTime), base.Text, padded(base.FirstFetchTime))
-		case looked[u.Doc.URL]:
-			args = append(args, "-", "", "", "", "")
-		default:
-			args = append(args, "", "", "", "", "")
-		}
+// decodeNumbers reads what encodeNumbers wrote into d.
+func decodeNumbers(url, v string, d *document.Document) error {
+	if len(v) != numbersSize {
+		return fmt.Errorf("stored state of %q: %d bytes of numbers, want %d", url, len(v), numbersSize)
 	}
-	return args
-}
-
-type applyResult struct {
-	Result
-	missing []int64
-}
-
-func (s *State) apply(ctx context.Context, keys, args []string, updates []Update) (applyResult, error) {
-	res, err := applyScript.Exec(ctx, s.client, keys, args).ToArray()
-	if err != nil {
-		return applyResult{}, s.classify("apply batch", err)
-	}
-	status, _ := res[0].ToString()
-	if status == "miss" {
-		missing, err := res[1].AsIntSlice()
-		if err != nil {
-			return applyResult{}, fmt.Errorf("state: apply batch: reading misses: %w", err)
-		}
-		return applyResult{missing: missing}, nil
-	}
-	unchanged, err := res[1].AsInt64()
-	if err != nil {
-		return applyResult{}, fmt.Errorf("state: apply batch: reading result: %w", err)
-	}
-	rows, err := res[2].ToArray()
-	if err != nil {
-		return applyResult{}, fmt.Errorf("state: apply batch: reading result: %w", err)
-	}
-	out := applyResult{Result: Result{Unchanged: int(unchanged), Emitted: make([]document.Document, 0, len(rows))}}
-	for _, row := range rows {
-		d, by, err := emittedState(row, updates)
-		if err != nil {
-			return applyResult{}, fmt.Errorf("state: apply batch: reading emitted state: %w", err)
-		}
-		out.Emitted = append(out.Emitted, d)
-		out.EmittedBy = append(out.EmittedBy, by)
-	}
-	return out, nil
-}
-
-// emittedState decodes {update index, p, f, ff, text or nil}; a nil text
-// means the update's own, which the script does not send back.
-func emittedState(row rueidis.RedisMessage, updates []Update) (document.Document, int, error) {
-	f, err := row.ToArray()
-	if err != nil || len(f) != 5 {
-		return document.Document{}, 0, fmt.Errorf("malformed row (%v)", err)
-	}
-	i, err := f[0].AsInt64()
-	if err != nil || i < 0 || int(i) >= len(updates) {
-		return document.Document{}, 0, fmt.Errorf("bad update index (%v)", err)
-	}
-	d := document.Document{URL: updates[i].Doc.URL}
-	for j, dst := range []*uint64{&d.PubDate, &d.FetchTime, &d.FirstFetchTime} {
-		digits, err := f[1+j].ToString()
-		if err == nil {
-			*dst, err = strconv.ParseUint(digits, 10, 64)
-		}
-		if err != nil {
-			return document.Document{}, 0, fmt.Errorf("bad number: %w", err)
-		}
-	}
-	if d.Text, err = f[4].ToString(); err != nil {
-		d.Text = updates[i].Doc.Text
-	}
-	return d, int(i), nil
-}
-
-// numberWidth is the width of the largest uint64 in decimal digits.
-const numberWidth = 20
-
-// padded spells v in numberWidth digits, so that the scripts can compare
-// numbers as strings.
-func padded(v uint64) string {
-	s := strconv.FormatUint(v, 10)
-	return strings.Repeat("0", numberWidth-len(s)) + s
-}
-
-// decodeState reads a stored state: pubDate, fetchTime and firstFetchTime
-// in numberWidth digits each, then the text.
-func decodeState(url, v string) (document.Document, error) {
-	if len(v) < 3*numberWidth {
-		return document.Document{}, fmt.Errorf("stored state of %q is %d bytes, too short", url, len(v))
-	}
-	d := document.Document{URL: url, Text: v[3*numberWidth:]}
-	for j, dst := range []*uint64{&d.PubDate, &d.FetchTime, &d.FirstFetchTime} {
-		var err error
-		if *dst, err = strconv.ParseUint(v[j*numberWidth:(j+1)*numberWidth], 10, 64); err != nil {
-			return document.Document{}, fmt.Errorf("stored state of %q: %w", url, err)
-		}
-	}
-	return d, nil
-}
-
-func flag(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
+	d.PubDate = binary.BigEndian.Uint64([]byte(v[0:8]))
+	d.FetchTime = binary.BigEndian.Uint64([]byte(v[8:16]))
+	d.FirstFetchTime = binary.BigEndian.Uint64([]byte(v[16:24]))
+	return nil
 }
 
 // classify turns the scripts' error replies into ErrFenced, ErrLost and

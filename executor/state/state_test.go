@@ -59,22 +59,34 @@ func TestApplyFollowsTheReferenceCases(t *testing.T) {
 		ctx := context.Background()
 		for _, tc := range documenttest.MergeCases() {
 			t.Run(tc.Name, func(t *testing.T) {
-				// One update per batch: the emission after each update.
-				s, epoch, _ := fresh(t, c, false)
-				for i, u := range tc.Updates {
-					res, err := s.Apply(ctx, epoch, changed(u), int64(i+1), &noStore{})
-					if err != nil {
-						t.Fatal(err)
+				// One update per batch: the emission after each update; each
+				// by the same leader (its cache knows the states), then each
+				// by a new leader (it reads them from Redis).
+				for _, newLeaders := range []bool{false, true} {
+					s, epoch, pool := fresh(t, c, false)
+					for i, u := range tc.Updates {
+						if newLeaders {
+							s = state.New(c, state.Options{Pool: pool, Partition: 3})
+							claim, err := s.Claim(ctx, 0, false)
+							if err != nil {
+								t.Fatal(err)
+							}
+							epoch = claim.Epoch
+						}
+						res, err := s.Apply(ctx, epoch, changed(u), int64(i+1), &noStore{})
+						if err != nil {
+							t.Fatal(err)
+						}
+						want := tc.Emits[i]
+						if (want == nil) != (len(res.Emitted) == 0) || (want != nil && res.Emitted[0] != *want) {
+							t.Fatalf("new leaders %v, update %d: emitted %+v, want %+v", newLeaders, i, res.Emitted, want)
+						}
 					}
-					want := tc.Emits[i]
-					if (want == nil) != (len(res.Emitted) == 0) || (want != nil && res.Emitted[0] != *want) {
-						t.Fatalf("update %d: emitted %+v, want %+v", i, res.Emitted, want)
-					}
+					checkFinal(t, s, tc.Final)
 				}
-				checkFinal(t, s, tc.Final)
 
 				// The whole case in one batch: the same emissions in order.
-				s, epoch, _ = fresh(t, c, true)
+				s, epoch, _ := fresh(t, c, true)
 				res, err := s.Apply(ctx, epoch, changed(tc.Updates...), 1, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -129,10 +141,18 @@ func TestAnyBatchingAndOrderGivesTheGoFold(t *testing.T) {
 			cur, found := want[u.URL]
 			want[u.URL], _ = document.Apply(cur, found, u)
 		}
-		s, epoch, _ := fresh(t, c, true)
+		s, epoch, pool := fresh(t, c, true)
 		order := rapid.Permutation(append(updates, updates[:rapid.IntRange(0, len(updates)).Draw(rt, "dups")]...)).Draw(rt, "order")
 		for next := 0; len(order) > 0; {
 			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
+			if rapid.Bool().Draw(rt, "new leader") { // its cache is empty: it reads Redis
+				s = state.New(c, state.Options{Pool: pool, Partition: 3})
+				claim, err := s.Claim(ctx, 0, false)
+				if err != nil {
+					rt.Fatal(err)
+				}
+				epoch = claim.Epoch
+			}
 			next += size
 			if _, err := s.Apply(ctx, epoch, changed(order[:size]...), int64(next), nil); err != nil {
 				rt.Fatal(err)
@@ -247,14 +267,22 @@ func TestACompletePartitionNeverReadsThrough(t *testing.T) {
 func TestAUrlThatExpiresDuringAReadThroughIsLookedUpToo(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()
-		s, epoch, pool := fresh(t, c, false)
-		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "cached", FetchTime: 5}), 1, &noStore{}); err != nil {
+		first, epoch, pool := fresh(t, c, false)
+		if _, err := first.Apply(ctx, epoch, changed(document.Document{URL: "cached", FetchTime: 5}), 1, &noStore{}); err != nil {
 			t.Fatal(err)
 		}
+		// A new leader, whose cache is empty, reads "cached" from Redis.
+		s := state.New(c, state.Options{Pool: pool, Partition: 3})
+		claim, err := s.Claim(ctx, 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		epoch = claim.Epoch
 		stored := document.Document{URL: "cached", FetchTime: 9, Text: "synced", FirstFetchTime: 1}
-		// The first lookup (of "new") coincides with "cached" expiring.
+		// The first lookup (of "new") coincides with the text of "cached"
+		// expiring, after its numbers were read.
 		pg := &pgCopy{docs: map[string]document.Document{"cached": stored}, before: func() {
-			if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:d:cached", pool)).Build()).Error(); err != nil {
+			if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:t:cached", pool)).Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
 		}}
@@ -463,13 +491,19 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 	if _, err := s.Apply(ctx, claim.Epoch, changed(document.Document{URL: "a", FetchTime: 1}), 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	key := fmt.Sprintf("dx:{%s/0}:d:a", pool)
-	ttl := func() int64 {
-		n, err := c.Do(ctx, c.B().Ttl().Key(key).Build()).AsInt64()
-		if err != nil {
-			t.Fatal(err)
+	ttl := func() int64 { // of the numbers; the text must say the same
+		var ttls [2]int64
+		for i, key := range []string{fmt.Sprintf("dx:{%s/0}:m:a", pool), fmt.Sprintf("dx:{%s/0}:t:a", pool)} {
+			n, err := c.Do(ctx, c.B().Ttl().Key(key).Build()).AsInt64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ttls[i] = n
 		}
-		return n
+		if (ttls[0] == -1) != (ttls[1] == -1) {
+			t.Fatalf("TTLs of numbers and text %v: one expires, the other not", ttls)
+		}
+		return ttls[0]
 	}
 	if ttl() != -1 {
 		t.Fatal("a dirty state has a TTL")

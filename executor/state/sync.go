@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,10 +42,13 @@ func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states [
 	if err != nil {
 		return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
 	}
-	keys := make([]string, 0, len(urls)+2)
+	keys := make([]string, 0, 2+2*len(urls))
 	keys = append(keys, s.metaKey, s.syncingKey)
 	for _, url := range urls {
-		keys = append(keys, s.docPrefix+url)
+		keys = append(keys, s.numbersKey(url))
+	}
+	for _, url := range urls {
+		keys = append(keys, s.textKey(url))
 	}
 	res, err := syncPageScript.Exec(ctx, s.client, keys, []string{strconv.FormatUint(epoch, 10)}).ToArray()
 	if err != nil {
@@ -54,13 +58,16 @@ func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states [
 	if err != nil {
 		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %w", s.opts.Partition, err)
 	}
-	values, err := res[1].AsStrSlice()
-	if err != nil || len(values) != len(urls) {
-		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d values for %d urls (%v)", s.opts.Partition, len(values), len(urls), err)
+	numbers, err1 := res[1].AsStrSlice()
+	texts, err2 := res[2].AsStrSlice()
+	if err1 != nil || err2 != nil || len(numbers) != len(urls) || len(texts) != len(urls) {
+		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
+			s.opts.Partition, len(numbers), len(texts), len(urls), err1, err2)
 	}
 	states = make([]document.Document, len(urls))
-	for i, v := range values {
-		if states[i], err = decodeState(urls[i], v); err != nil {
+	for i := range urls {
+		states[i] = document.Document{URL: urls[i], Text: texts[i]}
+		if err := decodeNumbers(urls[i], numbers[i], &states[i]); err != nil {
 			return nil, false, fmt.Errorf("state: %w", err)
 		}
 	}
@@ -84,16 +91,25 @@ func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Doc
 	if len(states) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, len(states)+3)
-	args := make([]string, 0, len(states)+2)
+	keys := make([]string, 0, 3+2*len(states))
+	args := make([]string, 0, 2+len(states))
 	keys = append(keys, s.metaKey, s.dirtyKey, s.syncingKey)
 	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(int64(ttl.Seconds()), 10))
 	for _, d := range states {
-		keys = append(keys, s.docPrefix+d.URL)
+		keys = append(keys, s.numbersKey(d.URL), s.textKey(d.URL))
 		args = append(args, d.URL)
 	}
 	if err := cleanScript.Exec(ctx, s.client, keys, args).Error(); err != nil {
 		return s.classify(fmt.Sprintf("mark %d states clean", len(states)), err)
+	}
+	if ttl > 0 {
+		// They may expire now: a state the cache keeps must be in Redis,
+		// and a url missing from Redis may be an expired one (clean.lua
+		// voided completeness).
+		for _, d := range states {
+			s.cache.forget(d.URL)
+		}
+		s.completeFor = ""
 	}
 	return nil
 }
@@ -123,33 +139,35 @@ func (s *State) Applied(ctx context.Context) (offset int64, found bool, err erro
 	return offset, true, nil
 }
 
-// Get returns the current states that Redis holds of urls, in one MGET (the
-// keys share a slot). Tests and tools use it; the pipeline learns states
-// from Apply.
+// Get returns the current states that Redis holds of urls. Tests and
+// tools use it; the pipeline learns states from Apply.
 func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Document, error) {
 	out := make(map[string]document.Document, len(urls))
 	if len(urls) == 0 {
 		return out, nil
 	}
-	keys := make([]string, len(urls))
-	for i, url := range urls {
-		keys[i] = s.docPrefix + url
+	keys := make([]string, 0, 2*len(urls))
+	for _, url := range urls {
+		keys = append(keys, s.numbersKey(url), s.textKey(url))
 	}
 	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("state: read %d states of partition %d: %w", len(urls), s.opts.Partition, err)
 	}
-	for i, v := range vals {
-		raw, err := v.ToString()
+	for i, url := range urls {
+		numbers, err := vals[2*i].ToString()
 		if rueidis.IsRedisNil(err) {
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("state: read state of %q: %w", urls[i], err)
+		text, err2 := vals[2*i+1].ToString()
+		if err != nil || err2 != nil {
+			return nil, fmt.Errorf("state: read state of %q: %v, %v", url, err, err2)
 		}
-		if out[urls[i]], err = decodeState(urls[i], raw); err != nil {
+		d := document.Document{URL: url, Text: text}
+		if err := decodeNumbers(url, numbers, &d); err != nil {
 			return nil, fmt.Errorf("state: %w", err)
 		}
+		out[url] = d
 	}
 	return out, nil
 }
@@ -173,7 +191,8 @@ func (s *State) Forget(ctx context.Context, epoch uint64) error {
 		return err
 	}
 	s.applied, s.completeFor = "", ""
-	pattern := globEscape(s.docPrefix) + "*"
+	s.cache.reset()
+	pattern := globEscape(s.tag) + "*"
 	for addr, node := range s.client.Nodes() { // the keys live on one node of a cluster
 		var cursor uint64
 		for {
@@ -181,8 +200,9 @@ func (s *State) Forget(ctx context.Context, epoch uint64) error {
 			if err != nil {
 				return fmt.Errorf("state: list the states of partition %d on %s: %w", s.opts.Partition, addr, err)
 			}
-			if len(entry.Elements) > 0 {
-				if err := step("keys", entry.Elements...); err != nil {
+			keys := slices.DeleteFunc(entry.Elements, func(k string) bool { return k == s.metaKey }) // the epoch stays
+			if len(keys) > 0 {
+				if err := step("keys", keys...); err != nil {
 					return err
 				}
 			}
@@ -225,4 +245,22 @@ func (s *State) CheckEviction(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Outputs returns the outputs that commits recorded (Batch.Output) and
+// that no commit has dropped yet, by the offset after their batch.
+func (s *State) Outputs(ctx context.Context) (map[int64][]byte, error) {
+	fields, err := s.client.Do(ctx, s.client.B().Hgetall().Key(s.outKey).Build()).AsStrMap()
+	if err != nil {
+		return nil, fmt.Errorf("state: read the recorded outputs of partition %d: %w", s.opts.Partition, err)
+	}
+	out := make(map[int64][]byte, len(fields))
+	for k, v := range fields {
+		next, err := strconv.ParseInt(k, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("state: recorded output of partition %d at %q: %w", s.opts.Partition, k, err)
+		}
+		out[next] = []byte(v)
+	}
+	return out, nil
 }

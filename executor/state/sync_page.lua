@@ -1,17 +1,22 @@
 -- Reads the states of some syncing urls (fence.lua runs first, so a wiped
 -- or lost partition cannot pass for a synced one).
 --
--- KEYS[1] meta, KEYS[2] syncing set, KEYS[2+i] the state of url i.
--- Returns {urls left in the syncing set, the states}.
-local states = {}
-for i = 3, #KEYS, 1000 do
-  local values = redis.call('MGET', unpack(KEYS, i, math.min(i + 999, #KEYS)))
-  for _, v in ipairs(values) do
-    if not v then
-      -- Dirty states never expire: only eviction under maxmemory removes one.
-      return redis.error_reply('DXLOST a dirty state is missing (evicted? docexec needs maxmemory-policy noeviction)')
+-- KEYS[1] meta, KEYS[2] syncing set, then the numbers keys of the urls,
+-- then their text keys, in the same order. Returns {urls left in the
+-- syncing set, the numbers, the texts}.
+local n = (#KEYS - 2) / 2
+local numbers, texts = {}, {}
+for from = 3, 2 + n, 1000 do
+  local to = math.min(from + 999, 2 + n)
+  local ns = redis.call('MGET', unpack(KEYS, from, to))
+  local ts = redis.call('MGET', unpack(KEYS, from + n, to + n))
+  for i = 1, #ns do
+    if not ns[i] or not ts[i] then
+      -- Dirty states never expire: only eviction removes one.
+      return redis.error_reply('DXLOST a dirty state is missing (evicted? docexec needs a maxmemory-policy that keeps keys without a TTL)')
     end
-    states[#states + 1] = v
+    numbers[#numbers + 1] = ns[i]
+    texts[#texts + 1] = ts[i]
   end
 end
-return {redis.call('SCARD', KEYS[2]), states}
+return {redis.call('SCARD', KEYS[2]), numbers, texts}

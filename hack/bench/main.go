@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,6 +113,9 @@ func run(n, urls, syncRows int, webBytes int64, binary string) error {
 		return fmt.Errorf("(a): %w", err)
 	}
 	var execCPU time.Duration
+	if err := redis.Do(ctx, redis.B().ConfigResetstat().Build()).Error(); err != nil {
+		return err
+	}
 	redisBefore, err := redisCPU(ctx, redis)
 	if err != nil {
 		return err
@@ -124,6 +128,10 @@ func run(n, urls, syncRows int, webBytes int64, binary string) error {
 		return fmt.Errorf("(b): %w", err)
 	}
 	redisAfter, err := redisCPU(ctx, redis)
+	if err != nil {
+		return err
+	}
+	commands, err := redisCommands(ctx, redis)
 	if err != nil {
 		return err
 	}
@@ -151,6 +159,7 @@ func run(n, urls, syncRows int, webBytes int64, binary string) error {
 	perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 	fmt.Printf("| (b) CPU µs/doc: executor, redis-server, the rest (kfake, PostgreSQL, ...) | %.1f, %.1f, %.1f |\n",
 		perDoc(execCPU), perDoc(redisAfter-redisBefore), perDoc(bCPU-execCPU-(redisAfter-redisBefore)))
+	fmt.Printf("| (b) redis-server µs/doc by command (Redis's own count) | %s |\n", commands.perDoc(n))
 	fmt.Printf("\n(b)/(a) = %.2f (target >= 0.7), (b)/(c) = %.1f (target >= 5)\n", a.Seconds()/b.Seconds(), c.Seconds()/b.Seconds())
 	if webBytes > 0 {
 		return realistic(ctx, binary, cfg, client, redisAddr, dsn, webBytes)
@@ -490,6 +499,47 @@ func redisCPU(ctx context.Context, redis rueidis.Client) (time.Duration, error) 
 		}
 	}
 	return time.Duration(total * float64(time.Second)), nil
+}
+
+// commandTimes is the time redis-server spent in each command (INFO
+// commandstats).
+type commandTimes map[string]time.Duration
+
+// redisCommands reads the time spent per command since the last CONFIG
+// RESETSTAT.
+func redisCommands(ctx context.Context, redis rueidis.Client) (commandTimes, error) {
+	info, err := redis.Do(ctx, redis.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		return nil, err
+	}
+	out := commandTimes{}
+	for _, line := range strings.Split(info, "\r\n") {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
+		if !ok || !strings.HasPrefix(line, "cmdstat_") {
+			continue
+		}
+		for _, field := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(field, "usec="); ok {
+				us, _ := strconv.ParseInt(v, 10, 64)
+				out[name] = time.Duration(us) * time.Microsecond
+			}
+		}
+	}
+	return out, nil
+}
+
+// perDoc lists the commands that took the most, in µs per document.
+func (c commandTimes) perDoc(n int) string {
+	names := make([]string, 0, len(c))
+	for name := range c {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool { return c[names[i]] > c[names[j]] })
+	var parts []string
+	for _, name := range names[:min(6, len(names))] {
+		parts = append(parts, fmt.Sprintf("%s %.2f", name, float64(c[name].Microseconds())/float64(n)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // peakRSS reads VmHWM of a process, in bytes.

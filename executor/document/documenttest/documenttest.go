@@ -1,7 +1,7 @@
 // Package documenttest serves the shared reference cases of the merge rule and
-// the JSON decoder (DESIGN.md's vectors plus our own edge cases), so that the
-// Go merge, the Redis script and the SQL upsert are all checked against one
-// table.
+// the JSON decoder (the design's vectors plus our own edge cases), so that
+// the Go merge (also as the leader runs it against Redis) and the SQL upsert
+// are checked against one table.
 package documenttest
 
 import (

@@ -1,0 +1,87 @@
+package state
+
+import (
+	"container/list"
+
+	"github.com/docexec/docexec/executor/document"
+)
+
+// cache holds the states the leader has seen, as Redis has them after the
+// leader's last write, least recently used first out, within a byte budget.
+// Only the leader writes its partition (fenced), so a state in the cache is
+// the state in Redis for as long as the term lasts.
+type cache struct {
+	budget, bytes int
+	entries       map[string]*list.Element // of *cached, by url
+	order         *list.List               // most recently used at the front
+}
+
+type cached struct {
+	doc document.Document
+	// hasText says that doc.Text is the state's text; a text too large for
+	// its share of the budget is not kept (Redis has it).
+	hasText bool
+	size    int
+}
+
+// entryOverhead is what an entry costs beyond its url and text: the map
+// slot, the list element and the numbers.
+const entryOverhead = 160
+
+func newCache(budget int) *cache {
+	return &cache{budget: budget, entries: map[string]*list.Element{}, order: list.New()}
+}
+
+// get returns the cached state of url.
+func (c *cache) get(url string) (doc document.Document, hasText, found bool) {
+	e, ok := c.entries[url]
+	if !ok {
+		return document.Document{}, false, false
+	}
+	c.order.MoveToFront(e)
+	v := e.Value.(*cached)
+	return v.doc, v.hasText, true
+}
+
+// put keeps d (with its text when hasText and when the text is small
+// enough), evicting the least recently used states beyond the budget.
+func (c *cache) put(d document.Document, hasText bool) {
+	if hasText && len(d.Text) > c.budget/16 {
+		hasText = false
+	}
+	if !hasText {
+		d.Text = ""
+	}
+	v := &cached{doc: d, hasText: hasText, size: entryOverhead + len(d.URL) + len(d.Text)}
+	if e, ok := c.entries[d.URL]; ok {
+		c.bytes -= e.Value.(*cached).size
+		e.Value = v
+		c.order.MoveToFront(e)
+	} else {
+		c.entries[d.URL] = c.order.PushFront(v)
+	}
+	c.bytes += v.size
+	for c.bytes > c.budget && c.order.Len() > 1 {
+		last := c.order.Back()
+		old := last.Value.(*cached)
+		c.order.Remove(last)
+		delete(c.entries, old.doc.URL)
+		c.bytes -= old.size
+	}
+}
+
+// forget drops url's state (it is no longer known to be Redis's).
+func (c *cache) forget(url string) {
+	if e, ok := c.entries[url]; ok {
+		c.bytes -= e.Value.(*cached).size
+		c.order.Remove(e)
+		delete(c.entries, url)
+	}
+}
+
+// reset empties the cache (a new term knows nothing).
+func (c *cache) reset() {
+	c.entries = map[string]*list.Element{}
+	c.order.Init()
+	c.bytes = 0
+}

@@ -1,0 +1,360 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/rueidis"
+
+	"github.com/docexec/docexec/executor/document"
+)
+
+// Emit says when an update's state goes to the output topic.
+type Emit byte
+
+const (
+	// EmitChanged emits the new state when the update changed it: normal
+	// processing.
+	EmitChanged Emit = 'c'
+	// EmitAlways emits the url's current state even when unchanged: replay of
+	// updates applied before a crash but perhaps never published.
+	EmitAlways Emit = 'a'
+	// EmitNever emits nothing: replay of updates published already.
+	EmitNever Emit = 'n'
+)
+
+// Update is one update of a batch and when to emit its url's state.
+type Update struct {
+	Doc  document.Document
+	Emit Emit
+}
+
+// Result is what one batch did.
+type Result struct {
+	// Emitted holds the states to publish, in update order; EmittedBy the
+	// index of the update that emitted each.
+	Emitted   []document.Document
+	EmittedBy []int
+	// Unchanged counts updates that changed nothing (duplicates, and
+	// versions between the first and the last).
+	Unchanged int
+	// ReadThrough counts urls looked up in PostgreSQL.
+	ReadThrough int
+}
+
+// Loader reads states that Redis no longer has (PostgreSQL's copy).
+type Loader interface {
+	Load(ctx context.Context, urls []string) (map[string]document.Document, error)
+}
+
+// Batch is a merged batch, ready to be written: Prepare makes it without
+// writing anything, Commit writes it. A Commit whose outcome is unknown (a
+// reply lost) is retried with the same Batch: it writes the same values,
+// and the batch's output stays what it was.
+type Batch struct {
+	Result
+	epoch uint64
+	next  int64
+	count string // the partition count read, "" when not read
+	// writes are the states the batch changed; cached those it read from
+	// PostgreSQL and left unchanged.
+	writes []written
+	cached []document.Document
+	// known is every state the batch saw, as Redis has it once written, for
+	// the cache.
+	known []known
+	// Output, when set, is recorded in the same step as the states (see
+	// Outputs): exactly-once recovery publishes it if Kafka did not.
+	Output []byte
+	// Published, when not negative, is the offset up to which Kafka
+	// committed the partition's output: recorded outputs up to it go.
+	Published int64
+}
+
+type written struct {
+	doc       document.Document
+	writeText bool // else Redis has its text already
+}
+
+type known struct {
+	doc     document.Document
+	hasText bool
+}
+
+// Next returns the offset after the batch.
+func (b *Batch) Next() int64 { return b.next }
+
+// work is what the merge knows of one url of a batch.
+type work struct {
+	orig    document.Document // as Redis (or PostgreSQL) has it
+	exists  bool
+	hasText bool // orig.Text is the state's text
+	inRedis bool // else read through from PostgreSQL, or new
+	cur     document.Document
+	changed bool
+}
+
+// Prepare merges a batch of updates into the partition's states, in the
+// leader's memory, and returns what Commit writes and what to publish. It
+// writes nothing. States it lacks come from its cache, then Redis, then —
+// unless the partition's copy is known to be complete — loader
+// (PostgreSQL), in one call each per batch.
+func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, next int64, loader Loader) (*Batch, error) {
+	b := &Batch{epoch: epoch, next: next, Published: -1}
+	complete := false
+	if s.completeFor != "" {
+		// Read after the batch was: any url routed by a new partition
+		// count is seen with that count.
+		count, err := s.partitionCount(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("state: merge a batch of partition %d: %w", s.opts.Partition, err)
+		}
+		b.count, complete = count, count == s.completeFor
+	}
+	urls := make(map[string]*work, len(updates))
+	var missing []string
+	for _, u := range updates {
+		if _, ok := urls[u.Doc.URL]; ok {
+			continue
+		}
+		w := &work{}
+		urls[u.Doc.URL] = w
+		if doc, hasText, found := s.cache.get(u.Doc.URL); found {
+			w.orig, w.exists, w.hasText, w.inRedis = doc, true, hasText, true
+			continue
+		}
+		missing = append(missing, u.Doc.URL)
+	}
+	if err := s.readNumbers(ctx, urls, missing); err != nil {
+		return nil, err
+	}
+	var absent []string
+	for _, url := range missing {
+		if !urls[url].exists {
+			absent = append(absent, url)
+		}
+	}
+	if len(absent) > 0 && !complete {
+		b.ReadThrough = len(absent)
+		if err := s.readThrough(ctx, urls, absent, loader); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.readTexts(ctx, urls, updates, loader, &b.ReadThrough); err != nil {
+		return nil, err
+	}
+	for _, w := range urls {
+		w.cur = w.orig
+	}
+	for i, u := range updates {
+		w := urls[u.Doc.URL]
+		next, changed := document.Apply(w.cur, w.exists || w.changed, u.Doc)
+		if changed {
+			w.cur, w.changed = next, true
+		} else {
+			b.Unchanged++
+		}
+		if u.Emit == EmitAlways || (u.Emit == EmitChanged && changed) {
+			if !w.textKnown() {
+				return nil, fmt.Errorf("state: merge a batch of partition %d: the text of %q to publish is unknown", s.opts.Partition, u.Doc.URL)
+			}
+			b.Emitted = append(b.Emitted, w.cur)
+			b.EmittedBy = append(b.EmittedBy, i)
+		}
+	}
+	for _, w := range urls {
+		switch {
+		case w.changed:
+			// Redis has the text unless the state is new to it or its
+			// newest version changed (a tie broken by the text included).
+			writeText := !w.inRedis || w.cur.FetchTime != w.orig.FetchTime || (w.hasText && w.cur.Text != w.orig.Text)
+			b.writes = append(b.writes, written{doc: w.cur, writeText: writeText})
+		case w.exists && !w.inRedis:
+			b.cached = append(b.cached, w.cur)
+		case !w.exists:
+			continue // never existed, still does not (no update of it merged)
+		}
+		b.known = append(b.known, known{doc: w.cur, hasText: w.textKnown()})
+	}
+	return b, nil
+}
+
+// textKnown says whether w.cur.Text is the state's text.
+func (w *work) textKnown() bool {
+	return w.hasText || !w.inRedis || w.cur.FetchTime != w.orig.FetchTime
+}
+
+// readNumbers reads the numbers of urls the cache lacks from Redis (one
+// MGET); a url Redis has is marked as existing, without its text.
+func (s *State) readNumbers(ctx context.Context, urls map[string]*work, missing []string) error {
+	if len(missing) == 0 {
+		return nil
+	}
+	keys := make([]string, len(missing))
+	for i, url := range missing {
+		keys[i] = s.numbersKey(url)
+	}
+	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
+	if err != nil {
+		return fmt.Errorf("state: read %d states of partition %d: %w", len(missing), s.opts.Partition, err)
+	}
+	for i, v := range vals {
+		raw, err := v.ToString()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		w := urls[missing[i]]
+		w.orig.URL = missing[i]
+		if err == nil {
+			err = decodeNumbers(missing[i], raw, &w.orig)
+		}
+		if err != nil {
+			return fmt.Errorf("state: read state of %q: %w", missing[i], err)
+		}
+		w.exists, w.inRedis = true, true
+	}
+	return nil
+}
+
+// readThrough reads the states of urls Redis lacks from PostgreSQL.
+func (s *State) readThrough(ctx context.Context, urls map[string]*work, absent []string, loader Loader) error {
+	found, err := loader.Load(ctx, absent)
+	if err != nil {
+		return fmt.Errorf("state: read through %d urls: %w", len(absent), err)
+	}
+	for url, d := range found {
+		if w, ok := urls[url]; ok {
+			w.orig, w.exists, w.hasText = d, true, true
+		}
+	}
+	return nil
+}
+
+// readTexts reads the texts the batch needs and lacks: of states in Redis
+// that an update could leave as they are while it is published (an older
+// version, a replay) or that an update ties with (the same fetchTime, where
+// the greater text wins). A text that expired since its numbers were read
+// (clean states may) is read through.
+func (s *State) readTexts(ctx context.Context, urls map[string]*work, updates []Update, loader Loader, readThrough *int) error {
+	var need []string
+	for _, u := range updates {
+		w := urls[u.Doc.URL]
+		if !w.exists || w.hasText || !w.inRedis {
+			continue
+		}
+		if u.Doc.FetchTime == w.orig.FetchTime || (u.Doc.FetchTime < w.orig.FetchTime && u.Emit != EmitNever) {
+			w.hasText = true // read below
+			need = append(need, u.Doc.URL)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	keys := make([]string, len(need))
+	for i, url := range need {
+		keys[i] = s.textKey(url)
+	}
+	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
+	if err != nil {
+		return fmt.Errorf("state: read %d texts of partition %d: %w", len(need), s.opts.Partition, err)
+	}
+	var expired []string
+	for i, v := range vals {
+		text, err := v.ToString()
+		if rueidis.IsRedisNil(err) {
+			expired = append(expired, need[i])
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("state: read the text of %q: %w", need[i], err)
+		}
+		urls[need[i]].orig.Text = text
+	}
+	if len(expired) == 0 {
+		return nil
+	}
+	*readThrough += len(expired)
+	found, err := loader.Load(ctx, expired)
+	if err != nil {
+		return fmt.Errorf("state: read through %d texts: %w", len(expired), err)
+	}
+	for _, url := range expired {
+		d, ok := found[url]
+		if !ok {
+			return fmt.Errorf("state: the text of %q is neither in Redis nor in PostgreSQL", url)
+		}
+		w := urls[url]
+		w.orig, w.inRedis = d, false // cached again with its text
+	}
+	return nil
+}
+
+// Commit writes a prepared batch in one fenced step: its states, their urls
+// in the dirty set, the applied offset and its Output. Retried after an
+// error that may pass, it writes the same again.
+func (s *State) Commit(ctx context.Context, b *Batch) error {
+	keys := make([]string, 0, 3+2*(len(b.writes)+len(b.cached)))
+	keys = append(keys, s.metaKey, s.dirtyKey, s.outKey)
+	args := make([]string, 0, 9+4*len(b.writes)+2*len(b.cached))
+	published := ""
+	if b.Published >= 0 {
+		published = strconv.FormatInt(b.Published, 10)
+	}
+	args = append(args, strconv.FormatUint(b.epoch, 10), strconv.FormatInt(b.next, 10), s.applied, b.count,
+		strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10), strconv.Itoa(len(b.writes)), strconv.Itoa(len(b.cached)),
+		string(b.Output), published)
+	for _, w := range b.writes {
+		keys = append(keys, s.numbersKey(w.doc.URL), s.textKey(w.doc.URL))
+		args = append(args, w.doc.URL, encodeNumbers(w.doc), flag(w.writeText), textIf(w))
+	}
+	for _, d := range b.cached {
+		keys = append(keys, s.numbersKey(d.URL), s.textKey(d.URL))
+		args = append(args, encodeNumbers(d), d.Text)
+	}
+	if err := writeScript.Exec(ctx, s.client, keys, args).Error(); err != nil {
+		return s.classify("write a batch", err)
+	}
+	s.advance(b.next)
+	if b.count != "" && b.count != s.completeFor {
+		s.completeFor = "" // write.lua voided it for good
+	}
+	for _, k := range b.known {
+		s.cache.put(k.doc, k.hasText)
+	}
+	return nil
+}
+
+func textIf(w written) string {
+	if w.writeText {
+		return w.doc.Text
+	}
+	return ""
+}
+
+// Apply prepares and commits a batch: for callers that need no retry of
+// the write alone (tests, tools).
+func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next int64, loader Loader) (Result, error) {
+	b, err := s.Prepare(ctx, epoch, updates, next, loader)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := s.Commit(ctx, b); err != nil {
+		return Result{}, err
+	}
+	return b.Result, nil
+}
+
+// advance records next as applied, as write.lua does: it never goes back.
+func (s *State) advance(next int64) {
+	if prev, err := strconv.ParseInt(s.applied, 10, 64); err != nil || next > prev {
+		s.applied = strconv.FormatInt(next, 10)
+	}
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}

@@ -603,3 +603,29 @@ func TestChaosLeadersDyingBetweenRedisAndKafkaLeaveOutputExactlyOnce(t *testing.
 		t.Fatalf("%d terms began by publishing recorded batches, want at least %d (one per death in the window)", republished, rounds)
 	}
 }
+
+// TestChaosGracefulHandoversAreExactlyOnce stops the leader with SIGTERM
+// three times mid-stream, as rollouts and drains do: each hands over after
+// its last batch, and the output is an uninterrupted leader's.
+func TestChaosGracefulHandoversAreExactlyOnce(t *testing.T) {
+	f := newFleet(t, servers{})
+	f.start()
+	f.start()
+	leader := f.leader("")
+	for range 3 {
+		f.produce(150)
+		time.Sleep(300 * time.Millisecond) // mid-stream
+		f.mu.Lock()
+		p := f.procs[leader]
+		f.mu.Unlock()
+		f.signal(leader, syscall.SIGTERM)
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("%s exited with %v after SIGTERM", leader, p.err)
+		}
+		f.start() // the rollout's new pod
+		leader = f.leader(leader)
+	}
+	f.produce(150)
+	f.check()
+}

@@ -5,6 +5,7 @@ import (
 	stdjson "encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -75,7 +76,10 @@ type stream struct {
 	client *kgo.Client
 	mu     sync.Mutex
 	final  oracle
-	sent   int
+	// sequences are, per url, the states an uninterrupted leader emits:
+	// one after each update that changes it, in the order sent.
+	sequences map[string][]document.Document
+	sent      int
 }
 
 func newStream(t testing.TB, brokers string) *stream {
@@ -86,7 +90,7 @@ func newStream(t testing.TB, brokers string) *stream {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return &stream{t: t, client: c, final: oracle{}}
+	return &stream{t: t, client: c, final: oracle{}, sequences: map[string][]document.Document{}}
 }
 
 // send produces docs to partition and waits for the broker's acks.
@@ -105,7 +109,11 @@ func (s *stream) send(ctx context.Context, partition int32, docs []document.Docu
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range docs {
+		prev, seen := s.final[d.URL]
 		s.final.add(d)
+		if !seen || s.final[d.URL] != prev {
+			s.sequences[d.URL] = append(s.sequences[d.URL], s.final[d.URL])
+		}
 	}
 	s.sent += len(docs)
 	return nil
@@ -199,6 +207,7 @@ func (s *stream) grow(count int32, topics ...string) {
 type outputs struct {
 	mu        sync.Mutex
 	last      map[string]document.Document
+	sequences map[string][]document.Document // every state of each url, in order
 	arrivals  map[int32][]time.Time
 	backwards []string
 	count     int
@@ -213,7 +222,7 @@ func watchOutputs(t testing.TB, brokers string) *outputs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &outputs{last: map[string]document.Document{}, arrivals: map[int32][]time.Time{}}
+	o := &outputs{last: map[string]document.Document{}, sequences: map[string][]document.Document{}, arrivals: map[int32][]time.Time{}}
 	json, _ := codec.New("json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -251,6 +260,7 @@ func (o *outputs) add(json codec.Codec, r *kgo.Record, at time.Time) {
 		o.backwards = append(o.backwards, fmt.Sprintf("%s went backwards at %d/%d: fetchTime %d after %d", d.URL, r.Partition, r.Offset, d.FetchTime, prev.FetchTime))
 	}
 	o.last[d.URL] = d
+	o.sequences[d.URL] = append(o.sequences[d.URL], d)
 	o.arrivals[r.Partition] = append(o.arrivals[r.Partition], at)
 }
 
@@ -281,14 +291,19 @@ func (o *outputs) gap(partition int32, from, to time.Time) time.Duration {
 	return longest
 }
 
-// checkAgainst waits until the last state of every url is the oracle's
-// and fails on any state that went backwards.
+// checkAgainst waits until the last state of every url is the oracle's,
+// then fails on any state that went backwards and on any url whose states
+// are not exactly an uninterrupted leader's (none twice, none missing).
 func (o *outputs) checkAgainst(c *cluster, s *stream, within time.Duration) {
 	c.t.Helper()
 	s.mu.Lock()
 	final := make(map[string]document.Document, len(s.final))
 	for u, d := range s.final {
 		final[u] = d
+	}
+	sequences := make(map[string][]document.Document, len(s.sequences))
+	for u, seq := range s.sequences {
+		sequences[u] = slices.Clone(seq)
 	}
 	s.mu.Unlock()
 	c.until(within, "the output reaches the oracle's states", func() error {
@@ -305,6 +320,11 @@ func (o *outputs) checkAgainst(c *cluster, s *stream, within time.Duration) {
 	defer o.mu.Unlock()
 	if len(o.backwards) > 0 {
 		c.t.Fatalf("%d outputs went backwards, e.g. %s", len(o.backwards), o.backwards[0])
+	}
+	for u, want := range sequences {
+		if got := o.sequences[u]; !slices.Equal(got, want) {
+			c.t.Fatalf("%s: %d states published, an uninterrupted leader's are %d: %v\nwant %v", u, len(got), len(want), brief(got), brief(want))
+		}
 	}
 }
 

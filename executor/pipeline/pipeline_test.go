@@ -1079,3 +1079,36 @@ func TestALeaderDeadBetweenRedisAndKafkaLeavesOutputExactlyOnce(t *testing.T) {
 	}
 	h.checkStored(final)
 }
+
+// TestAPartitionsSlotMovedToAnotherRedisClusterNodeMidStreamLosesNothing
+// reshards the slot that holds the partition's keys while the executor
+// writes them: scripts meet ASK and TRYAGAIN while its keys are half moved,
+// then MOVED. The output must be what an uninterrupted run gives.
+func TestAPartitionsSlotMovedToAnotherRedisClusterNodeMidStreamLosesNothing(t *testing.T) {
+	h := newHarness(t)
+	cluster := testenv.OwnRedisCluster(t)
+	h.redis = cluster.Client(t)
+	h.produce(updates(3000, 2000, 40)...)
+	stop := h.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for off, _, _ := h.client.Committed("g", "in", 0); off < 300; off, _, _ = h.client.Committed("g", "in", 0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("committed %d, want the stream under way before the slot moves", off)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before, _, _ := h.client.Committed("g", "in", 0)
+	cluster.MoveSlotOf(t, fmt.Sprintf("dx:{%s/0}:meta", h.opts.Pool))
+	after, _, _ := h.client.Committed("g", "in", 0)
+	t.Logf("committed offset %d when the slot began to move, %d when it had moved", before, after)
+	h.produce(updates(3000, 2000, 41)...)
+	h.waitCommitted()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	wantEmits, final := h.reference()
+	if got := h.emitted(); !slices.Equal(got, wantEmits) {
+		t.Fatalf("emitted %d states, want exactly the %d of the Go merge", len(got), len(wantEmits))
+	}
+	h.checkStored(final)
+}

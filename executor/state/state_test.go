@@ -18,10 +18,13 @@ import (
 	"github.com/docexec/docexec/internal/testenv"
 )
 
-// servers runs a test against the real redis-server and against miniredis
-// (local mode's Redis runs the same script in another Lua).
+// servers runs a test against the real redis-server, against a Redis
+// Cluster of three masters (a partition's keys share one slot, its scripts
+// run on one node) and against miniredis (local mode's Redis runs the same
+// scripts in another Lua).
 func servers(t *testing.T, test func(t *testing.T, c rueidis.Client)) {
 	t.Run("redis-server", func(t *testing.T) { test(t, testenv.Redis(t)) })
+	t.Run("redis-cluster", func(t *testing.T) { test(t, testenv.OwnRedisCluster(t).Client(t)) })
 	t.Run("miniredis", func(t *testing.T) { test(t, testenv.MiniRedis(t)) })
 }
 

@@ -145,15 +145,17 @@ func KafkaCluster(t testing.TB, partitions int32, topics ...string) *kfake.Clust
 // WipePool deletes every Redis key of a pool at once, as a Redis restart
 // without persistence would, without touching other tests' keys (FLUSHALL
 // would: packages run in parallel against the same server). It is one
-// script, so no executor's script sees the pool half deleted.
+// script per server, so no executor's script sees a partition half deleted.
 func WipePool(t testing.TB, c rueidis.Client, pool string) {
 	t.Helper()
 	const wipe = `local keys = redis.call('KEYS', ARGV[1])
 for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
 return #keys`
-	err := c.Do(context.Background(), c.B().Eval().Script(wipe).Numkeys(0).Arg("dx:{"+pool+"/*").Build()).Error()
-	if err != nil {
-		t.Fatalf("delete the keys of pool %s: %v", pool, err)
+	for addr, node := range c.Nodes() { // each master of a cluster holds some
+		err := node.Do(context.Background(), node.B().Eval().Script(wipe).Numkeys(0).Arg("dx:{"+pool+"/*").Build()).Error()
+		if err != nil {
+			t.Fatalf("delete the keys of pool %s on %s: %v", pool, addr, err)
+		}
 	}
 }
 

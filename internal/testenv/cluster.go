@@ -21,40 +21,66 @@ type RedisCluster struct {
 	dir   string
 }
 
-// OwnRedisCluster starts one.
+// OwnRedisCluster starts one, stopped when t ends.
 func OwnRedisCluster(t testing.TB) *RedisCluster {
 	t.Helper()
 	need(t, "DOCEXEC_TEST_REDIS", "a redis-server") // the same package makes this one possible
-	c := &RedisCluster{dir: t.TempDir()}
+	c, err := StartRedisCluster(t.TempDir())
+	if c != nil {
+		t.Cleanup(c.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// StartRedisCluster starts one whose servers keep their files under dir.
+// Stop it even when it returns an error with a cluster.
+func StartRedisCluster(dir string) (*RedisCluster, error) {
+	c := &RedisCluster{dir: dir}
 	var addrs []string
 	for i := range 3 {
-		port := freePort(t)
+		port, err := FreePort()
+		if err != nil {
+			return c, err
+		}
 		dir := filepath.Join(c.dir, strconv.Itoa(port))
 		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
+			return c, err
 		}
 		out, err := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
 			"--save", "", "--appendonly", "no", "--daemonize", "yes",
 			"--pidfile", filepath.Join(dir, "redis.pid"), "--logfile", filepath.Join(dir, "redis.log")).CombinedOutput()
 		if err != nil {
-			t.Fatalf("start redis-server %d of the cluster: %v\n%s", i, err, out)
+			return c, fmt.Errorf("start redis-server %d of the cluster: %w\n%s", i, err, out)
 		}
 		c.ports = append(c.ports, port)
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
-		t.Cleanup(func() { c.cli(port, "SHUTDOWN", "NOSAVE") }) //nolint:errcheck // it stops
 	}
 	for _, port := range c.ports {
-		c.waitFor(t, port, "PING", "PONG")
+		if err := c.waitFor(port, "PING", "PONG"); err != nil {
+			return c, err
+		}
 	}
 	create := append([]string{"--cluster", "create"}, addrs...)
 	if out, err := exec.Command("redis-cli", append(create, "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		return c, fmt.Errorf("redis-cli --cluster create: %w\n%s", err, out)
 	}
 	for _, port := range c.ports {
-		c.waitFor(t, port, "CLUSTER INFO", "cluster_state:ok")
+		if err := c.waitFor(port, "CLUSTER INFO", "cluster_state:ok"); err != nil {
+			return c, err
+		}
 	}
-	return c
+	return c, nil
+}
+
+// Stop shuts every server down.
+func (c *RedisCluster) Stop() {
+	for _, port := range c.ports {
+		c.cli(port, "SHUTDOWN", "NOSAVE") //nolint:errcheck // it stops
+	}
 }
 
 // Seeds are the addresses of the masters.
@@ -142,15 +168,14 @@ func (c *RedisCluster) nodeID(t testing.TB, port int) string {
 	return strings.TrimSpace(c.mustCli(t, port, "CLUSTER", "MYID"))
 }
 
-func (c *RedisCluster) waitFor(t testing.TB, port int, command, want string) {
-	t.Helper()
+func (c *RedisCluster) waitFor(port int, command, want string) error {
 	for range 200 {
 		if out, err := c.cli(port, strings.Fields(command)...); err == nil && strings.Contains(string(out), want) {
-			return
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("redis-server %d: %s never said %s", port, command, want)
+	return fmt.Errorf("redis-server %d: %s never said %s", port, command, want)
 }
 
 func (c *RedisCluster) mustCli(t testing.TB, port int, args ...string) string {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -108,7 +109,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return p
 	}
-	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, problems), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: cfg.Listen, Handler: Handler(reg, problems, cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error {
 		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve %s: %w", cfg.Listen, err)
@@ -388,8 +389,9 @@ func NewPipeline(cfg config.Config, deps pipeline.Deps) (*pipeline.Executor, err
 }
 
 // Handler serves /healthz (the process runs), /readyz (ready when
-// problems returns none; else 503 listing them) and /metrics.
-func Handler(reg *prometheus.Registry, problems func() []string) http.Handler {
+// problems returns none; else 503 listing them), /metrics and, with
+// profiles, /debug/pprof/.
+func Handler(reg *prometheus.Registry, problems func() []string, profiles bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -400,5 +402,11 @@ func Handler(reg *prometheus.Registry, problems func() []string) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

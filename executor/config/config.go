@@ -46,6 +46,9 @@ type Config struct {
 	Listen string `json:"listen"`
 	// LogFormat is "json" or "text".
 	LogFormat string `json:"logFormat"`
+	// Pprof serves Go's profiles under /debug/pprof/ on Listen: where the
+	// executor spends CPU and memory, for whoever can reach that port.
+	Pprof bool `json:"pprof"`
 }
 
 // Kafka configures the topics and the brokers.
@@ -228,6 +231,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var(&c.ShutdownTimeout, "shutdownTimeout", "bound on the last batch and sync after SIGTERM")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of /healthz, /readyz and /metrics")
 	fs.StringVar(&c.LogFormat, "logFormat", c.LogFormat, "log format: json or text")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiles under /debug/pprof/ on the listen address")
 }
 
 // Secrets returns every secret of the configuration, in every spelling

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/internal/testenv"
+)
+
+// executorRun is one `docexec executor` process serving one partition.
+type executorRun struct {
+	cmd    *exec.Cmd
+	listen string
+	pool   string
+	topic  string
+	// exited is closed when the process has ended, err then says how.
+	exited chan struct{}
+	err    error
+}
+
+// startExecutor starts `docexec executor` for a partition of topic as pool,
+// publishing to out.
+func startExecutor(ctx context.Context, s servers, cfg kafka.Config, topic string, partition int32, pool, out string, extra ...string) (*executorRun, error) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.CommandContext(ctx, s.binary, "executor", "--pool", pool, "--partition", strconv.Itoa(int(partition)),
+		"--kafka.brokers", strings.Join(cfg.Brokers, ","), "--kafka.inputTopic", topic, "--kafka.outputTopic", out,
+		"--kafka.deadLetterTopic", "dlq-"+pool,
+		"--redis.addresses", strings.Join(s.redis, ","), "--postgres.dsn", s.dsn,
+		"--batch.size", strconv.Itoa(batch), "--listen", listen, "--logFormat", "text")
+	if cfg.Compression != "" {
+		cmd.Args = append(cmd.Args, "--kafka.compression", cfg.Compression)
+	}
+	cmd.Args = append(cmd.Args, strings.Fields(executorFlags)...)
+	cmd.Args = append(cmd.Args, extra...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the executor: %w", err)
+	}
+	e := &executorRun{cmd: cmd, listen: listen, pool: pool, topic: topic, exited: make(chan struct{})}
+	go func() {
+		defer close(e.exited)
+		e.err = cmd.Wait()
+	}()
+	return e, nil
+}
+
+// stop ends the executor with SIGTERM (its last sync included) and returns
+// the CPU time it used in all.
+func (e *executorRun) stop() (time.Duration, error) {
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return 0, err
+	}
+	<-e.exited
+	if e.err != nil {
+		return 0, fmt.Errorf("executor exit: %w", e.err)
+	}
+	return e.cmd.ProcessState.UserTime() + e.cmd.ProcessState.SystemTime(), nil
+}
+
+// kill ends an executor that failed the run.
+func (e *executorRun) kill() {
+	e.cmd.Process.Kill() //nolint:errcheck // it may be gone
+	<-e.exited
+}
+
+// gone returns an error when the executor has exited.
+func (e *executorRun) gone() error {
+	select {
+	case <-e.exited:
+		return fmt.Errorf("executor of %s partition %s exited before the end: %v", e.pool, e.cmd.Args[5], e.err)
+	default:
+		return nil
+	}
+}
+
+// profile saves a CPU profile of the executor (run with --pprof) taken
+// over the next seconds.
+func (e *executorRun) profile(ctx context.Context, seconds int, path string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.listen, seconds)
+	var resp *http.Response
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) { // until it listens
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			return fmt.Errorf("profile the executor: %w", err)
+		}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile the executor: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// passthroughProcess runs (a) as a child process of this binary (see
+// passthroughMain), so that its CPU time is its own, and returns the time
+// it took for the middle 80% of the messages and its whole CPU time.
+func passthroughProcess(ctx context.Context, cfg kafka.Config, w workload, out string) (elapsed, cpu time.Duration, err error) {
+	args := []string{"passthrough", "-brokers", strings.Join(cfg.Brokers, ","), "-topic", w.topic,
+		"-n", strconv.Itoa(w.n), "-out", out, "-compression", cfg.Compression}
+	if profileDir != "" {
+		args = append(args, "-cpuprofile", filepath.Join(profileDir, "passthrough-"+out+".pprof"))
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Stderr = os.Stderr
+	raw, err := cmd.Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("passthrough process: %w", err)
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("passthrough process printed %q: %w", raw, err)
+	}
+	return time.Duration(ns), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// machineCPU runs f and returns the CPU time that every process of the
+// machine used meanwhile (from /proc/stat): on a small box the executor,
+// Redis, PostgreSQL and the broker share the cores.
+func machineCPU(f func() error) (time.Duration, error) {
+	before, err := busyTicks()
+	if err != nil {
+		return 0, err
+	}
+	if err := f(); err != nil {
+		return 0, err
+	}
+	after, err := busyTicks()
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(after-before) * 10 * time.Millisecond, nil
+}
+
+// busyTicks sums the non-idle jiffies (1/100 s) of all cores.
+func busyTicks() (int64, error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	fields := strings.Fields(strings.SplitN(string(raw), "\n", 2)[0])[1:]
+	var busy int64
+	for i, f := range fields {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, nil
+}
+
+// peakRSS reads VmHWM of a running process, in bytes.
+func peakRSS(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}

@@ -76,7 +76,7 @@ verify-generated: manifests generate docs ## Fail if generated files differ from
 
 ##@ Tests
 .PHONY: k8s-binaries
-k8s-binaries: ## Build (or reuse) the Kubernetes binaries (control plane, node, kubectl, helm) at bin/k8s.
+k8s-binaries: ## Build (or reuse) the Kubernetes binaries (control plane, node, kubectl, helm) at bin/k8s, and kwok at bin/kwok.
 	hack/k8s-binaries.sh >/dev/null
 
 .PHONY: static-build

@@ -836,3 +836,66 @@ func TestAWriteConflictIsRetriedNotReportedAsAnError(t *testing.T) {
 		t.Fatal("the retried pass wrote no status")
 	}
 }
+
+func TestAPassWritesPartitionsConcurrentlyUpToTheLimit(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 12})
+	p := e.pool("wide", nil)
+	var inFlight, most atomic.Int64
+	inner := e.r.Client
+	e.r.ConcurrentWrites = 4
+	e.r.Client = interceptor.NewClient(k8s, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(30 * time.Millisecond) // a busy API server
+			return inner.Create(ctx, obj, opts...)
+		},
+	})
+	e.reconcile(p)
+	if got := most.Load(); got != 4 {
+		t.Fatalf("at most %d creates were in flight at once, want ConcurrentWrites = 4", got)
+	}
+	var budgets policyv1.PodDisruptionBudgetList
+	var leases coordinationv1.LeaseList
+	for _, list := range []client.ObjectList{&budgets, &leases} {
+		if err := k8s.List(context.Background(), list, client.InNamespace(e.ns)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := len(e.deployments("wide")); d != 12 || len(budgets.Items) != 12 || len(leases.Items) != 12 {
+		t.Fatalf("%d deployments, %d budgets, %d leases: want 12 of each", d, len(budgets.Items), len(leases.Items))
+	}
+}
+
+func TestAFailedWriteStopsThePassAndIsReported(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 40})
+	p := e.pool("broken", nil)
+	var creates atomic.Int64
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(k8s, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			creates.Add(1)
+			if obj.GetName() == "broken-p3" {
+				return apierrors.NewForbidden(appsv1.Resource("deployments"), obj.GetName(), errors.New("quota exceeded"))
+			}
+			return inner.Create(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return inner.Status().Update(ctx, obj, opts...)
+		},
+	})
+	_, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if err == nil || !strings.Contains(err.Error(), "broken-p3") || !strings.Contains(err.Error(), "quota exceeded") {
+		t.Fatalf("the pass returned %v, want the failed create of broken-p3", err)
+	}
+	// 5 shared objects and 3 per partition: a pass that went on would make 125.
+	if n := creates.Load(); n >= 5+3*40 {
+		t.Fatalf("%d creates: the pass went on after the failure", n)
+	}
+	c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ReconcileFailed" || !strings.Contains(c.Message, "broken-p3") {
+		t.Fatalf("Degraded %+v, want ReconcileFailed naming broken-p3", c)
+	}
+}

@@ -101,6 +101,10 @@ fuzz: ## Fuzz the decoders for a while (FUZZTIME, default 30s each).
 bench-failover: k8s-binaries ## Measure the failover gap after SIGKILL and SIGTERM of a partition's leader (5 runs each).
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/with-services.sh $(GO) test -run '^$$' -bench Failover -benchtime 5x ./e2e/
 
+.PHONY: bench-scale
+bench-scale: k8s-binaries ## Measure the operator on pools of 1,000 and 10,000 partitions with kube-controller-manager, kube-scheduler and kwok (prints a table per size; DOCEXEC_SCALE_PARTITIONS=1000 for one).
+	KUBEBUILDER_ASSETS=$(abspath bin/k8s) $(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 2h ./e2e/
+
 .PHONY: bench
 bench: build ## Measure executor throughput against its baselines (prints a table; see docs/benchmarks.md).
 	hack/with-services.sh $(GO) run ./hack/bench -docexec bin/docexec $(BENCH_FLAGS)

@@ -120,8 +120,12 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, err
 	}
 	status := buildStatus(&pool, want, observed, wanted.deploymentHashes())
-	if err := r.writeStatus(ctx, &pool, status); err != nil {
-		return ctrl.Result{}, err
+	// A conflict means the pool changed: look again. Any other failure (a
+	// loaded API server timing out on a pool of thousands of partitions)
+	// does not hold back the partitions' objects; it is returned after.
+	statusErr := r.writeStatus(ctx, &pool, status)
+	if apierrors.IsConflict(statusErr) {
+		return ctrl.Result{}, statusErr
 	}
 
 	if want.count < 0 {
@@ -133,7 +137,10 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 		// Say so where users look, then retry with backoff.
 		failed := pool.Status.DeepCopy()
 		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())
-		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, &pool, *failed))
+		return ctrl.Result{}, errors.Join(err, statusErr, r.writeStatus(ctx, &pool, *failed))
+	}
+	if statusErr != nil {
+		return ctrl.Result{}, statusErr
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
 }

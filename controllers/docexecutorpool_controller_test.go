@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -897,5 +898,54 @@ func TestAFailedWriteStopsThePassAndIsReported(t *testing.T) {
 	c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
 	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ReconcileFailed" || !strings.Contains(c.Message, "broken-p3") {
 		t.Fatalf("Degraded %+v, want ReconcileFailed naming broken-p3", c)
+	}
+}
+
+func TestTheStatusOfAPoolAtTheAPIMaximumIsAccepted(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 10000})
+	// The longest name a pool may have: its pods' names are the longest.
+	name := "p" + strings.Repeat("x", 49)
+	p := e.pool(name, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](10000) })
+	p = e.get(p)
+	for i := range int32(10000) {
+		p.Status.PartitionStatuses = append(p.Status.PartitionStatuses, docexecv1.PartitionStatus{
+			Partition: i, ReadyReplicas: 9, Leader: fmt.Sprintf("%s-p%d-7d9f8c6b5d-x7k2q", name, i), Lag: ptr.To[int64](1 << 40),
+		})
+	}
+	p.Status.Partitions, p.Status.ReadyPartitions = 10000, 10000
+	start := time.Now()
+	if err := k8s.Status().Update(context.Background(), p); err != nil {
+		t.Fatalf("status of 10,000 partitions: %v", err)
+	}
+	var got unstructured.Unstructured
+	got.SetGroupVersionKind(docexecv1.GroupVersion.WithKind("DocExecutorPool"))
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := got.MarshalJSON()
+	// etcd refuses requests over 1.5 MiB by default.
+	t.Logf("the pool is %d bytes; its status update took %v", len(raw), time.Since(start))
+}
+
+func TestAFailedStatusWriteDoesNotHoldBackThePartitions(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 3})
+	p := e.pool("slow", nil)
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(inner.(client.WithWatch), interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return apierrors.NewTimeoutError("request did not complete within the allotted timeout", 0)
+		},
+	})
+	_, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if !apierrors.IsTimeout(err) {
+		t.Fatalf("the pass returned %v, want the status write's timeout", err)
+	}
+	if got := names(e.deployments("slow")); len(got) != 3 {
+		t.Fatalf("deployments %v after a failed status write, want all 3 partitions", got)
+	}
+	e.r.Client = inner
+	e.reconcile(p)
+	if e.get(p).Status.Partitions != 3 {
+		t.Fatal("the next pass wrote no status")
 	}
 }

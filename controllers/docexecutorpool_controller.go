@@ -249,11 +249,15 @@ func PodMetadata() *metav1.PartialObjectMetadata {
 	return &m
 }
 
+// observe lists what exists of a pool. The objects are the cache's own
+// (a pass of 10,000 partitions would copy some 30,000 otherwise): read them,
+// never change them; copy one before writing it.
 func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1.DocExecutorPool) (observed, error) {
 	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{}, pods: map[int32][]*metav1.PartialObjectMetadata{}}
 	sel := client.MatchingLabels{LabelPool: pool.Name}
+	shared := client.UnsafeDisableDeepCopy
 	var deps appsv1.DeploymentList
-	if err := r.List(ctx, &deps, client.InNamespace(pool.Namespace), sel); err != nil {
+	if err := r.List(ctx, &deps, client.InNamespace(pool.Namespace), sel, shared); err != nil {
 		return o, fmt.Errorf("list Deployments of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range deps.Items {
@@ -262,7 +266,7 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 		}
 	}
 	var leases coordinationv1.LeaseList
-	if err := r.List(ctx, &leases, client.InNamespace(pool.Namespace), sel); err != nil {
+	if err := r.List(ctx, &leases, client.InNamespace(pool.Namespace), sel, shared); err != nil {
 		return o, fmt.Errorf("list Leases of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range leases.Items {
@@ -272,7 +276,7 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 	}
 	var pods metav1.PartialObjectMetadataList
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), sel); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), sel, shared); err != nil {
 		return o, fmt.Errorf("list Pods of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range pods.Items {
@@ -415,8 +419,12 @@ func (r *DocExecutorPoolReconciler) markLeaders(ctx context.Context, o observed)
 	}
 	return r.each(ctx, len(marks), func(ctx context.Context, i int) error {
 		m := marks[i]
+		// Patch a fresh object: the answer is decoded into it, and m.pod
+		// is the cache's.
+		pod := PodMetadata()
+		pod.Name, pod.Namespace = m.pod.Name, m.pod.Namespace
 		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%s}}}`, AnnotationDeletionCost, m.value))
-		if err := r.Patch(ctx, m.pod, patch); client.IgnoreNotFound(err) != nil {
+		if err := r.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("mark the leader of partition %d: %w", m.partition, err)
 		}
 		return nil
@@ -473,8 +481,8 @@ func ownedByAnother(obj client.Object, pool *docexecv1.DocExecutorPool) bool {
 
 // adoptLease makes pool the controller of a Lease left without one, without
 // touching what the executors wrote in it.
-func (r *DocExecutorPoolReconciler) adoptLease(ctx context.Context, pool *docexecv1.DocExecutorPool, l *coordinationv1.Lease) error {
-	before := l.DeepCopy()
+func (r *DocExecutorPoolReconciler) adoptLease(ctx context.Context, pool *docexecv1.DocExecutorPool, cached *coordinationv1.Lease) error {
+	before, l := cached.DeepCopy(), cached.DeepCopy()
 	if err := controllerutil.SetControllerReference(pool, l, r.Scheme); err != nil {
 		return err
 	}

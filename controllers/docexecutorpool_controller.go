@@ -119,7 +119,8 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	status := buildStatus(&pool, want, observed, wanted.deploymentHashes())
+	wanted.hashes = wanted.deploymentHashes()
+	status := buildStatus(&pool, want, observed, wanted.hashes)
 	// A conflict means the pool changed: look again. Any other failure (a
 	// loaded API server timing out on a pool of thousands of partitions)
 	// does not hold back the partitions' objects; it is returned after.
@@ -201,7 +202,8 @@ type plan struct {
 	// shared are the pool's objects: configuration, RBAC, Service.
 	shared      []client.Object
 	deployments []*appsv1.Deployment // one per partition, in order
-	budgets     []client.Object
+	budgets     []*policyv1.PodDisruptionBudget
+	hashes      []string // deploymentHashes, once computed
 }
 
 func (r *DocExecutorPoolReconciler) plan(pool *docexecv1.DocExecutorPool, partitions int32) (plan, error) {
@@ -236,6 +238,7 @@ func (pl plan) deploymentHashes() []string {
 type observed struct {
 	deployments map[int32]*appsv1.Deployment
 	leases      map[int32]*coordinationv1.Lease
+	budgets     map[int32]*policyv1.PodDisruptionBudget
 	// pods are the executor pods' metadata: their names, labels and
 	// annotations are all the operator reads of them.
 	pods map[int32][]*metav1.PartialObjectMetadata
@@ -253,7 +256,8 @@ func PodMetadata() *metav1.PartialObjectMetadata {
 // (a pass of 10,000 partitions would copy some 30,000 otherwise): read them,
 // never change them; copy one before writing it.
 func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1.DocExecutorPool) (observed, error) {
-	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{}, pods: map[int32][]*metav1.PartialObjectMetadata{}}
+	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{},
+		budgets: map[int32]*policyv1.PodDisruptionBudget{}, pods: map[int32][]*metav1.PartialObjectMetadata{}}
 	sel := client.MatchingLabels{LabelPool: pool.Name}
 	shared := client.UnsafeDisableDeepCopy
 	var deps appsv1.DeploymentList
@@ -263,6 +267,15 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 	for i := range deps.Items {
 		if p, ok := partitionOf(&deps.Items[i]); ok && metav1.IsControlledBy(&deps.Items[i], pool) {
 			o.deployments[p] = &deps.Items[i]
+		}
+	}
+	var budgets policyv1.PodDisruptionBudgetList
+	if err := r.List(ctx, &budgets, client.InNamespace(pool.Namespace), sel, shared); err != nil {
+		return o, fmt.Errorf("list PodDisruptionBudgets of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	for i := range budgets.Items {
+		if p, ok := partitionOf(&budgets.Items[i]); ok && metav1.IsControlledBy(&budgets.Items[i], pool) {
+			o.budgets[p] = &budgets.Items[i]
 		}
 	}
 	var leases coordinationv1.LeaseList
@@ -303,14 +316,19 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 	}
 	err := r.each(ctx, len(pl.deployments), func(ctx context.Context, i int) error {
 		p := int32(i)
-		if err := r.ensure(ctx, pool, pl.deployments[i]); err != nil {
-			return err
+		dep, ok := o.deployments[p]
+		if !ok || !current(dep, pl.hashes[i]) || scaledByHand(dep, pl.deployments[i]) {
+			if err := r.ensure(ctx, pool, pl.deployments[i]); err != nil {
+				return err
+			}
 		}
-		if _, ok := o.deployments[p]; !ok {
+		if !ok {
 			r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionAdded", "Added partition %d", p)
 		}
-		if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
-			return err
+		if pdb, ok := o.budgets[p]; !ok || !current(pdb, specHash(pl.budgets[i])) {
+			if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
+				return err
+			}
 		}
 		switch l, ok := o.leases[p]; {
 		case !ok:
@@ -429,6 +447,13 @@ func (r *DocExecutorPoolReconciler) markLeaders(ctx context.Context, o observed)
 		}
 		return nil
 	})
+}
+
+// current reports whether an observed object, controlled by the pool (the
+// caller checked), carries the wanted spec hash: then ensure has nothing to
+// do, and a pass skips it without reading the object again.
+func current(obj client.Object, hash string) bool {
+	return obj.GetAnnotations()[AnnotationHash] == hash
 }
 
 // ensure creates obj, or updates it when what the operator wants of it

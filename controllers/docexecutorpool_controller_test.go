@@ -949,3 +949,26 @@ func TestAFailedStatusWriteDoesNotHoldBackThePartitions(t *testing.T) {
 		t.Fatal("the next pass wrote no status")
 	}
 }
+
+func TestAnIdlePassReadsNoPartitionObjectOneByOne(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 5})
+	p := e.pool("lean", nil)
+	e.reconcile(p)
+	var gets []string
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(inner.(client.WithWatch), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			gets = append(gets, fmt.Sprintf("%T %s", obj, key.Name))
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	if _, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+		t.Fatal(err)
+	}
+	// The pool, and the 5 shared objects; each partition's Deployment and
+	// budget come from the pass's lists (with 10,000 partitions, 20,000
+	// copies out of the cache a pass).
+	if len(gets) != 6 {
+		t.Fatalf("an idle pass read %d objects one by one, want the pool and its 5 shared objects: %v", len(gets), gets)
+	}
+}

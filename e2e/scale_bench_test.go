@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
@@ -55,9 +57,15 @@ import (
 //	make bench-scale        # both sizes
 //	DOCEXEC_SCALE_PARTITIONS=1000 DOCEXEC_SCALE_IDLE=2m make bench-scale
 //
+// DOCEXEC_SCALE_PODS=false leaves out kube-controller-manager, the
+// scheduler, kwok and the leaders: the operator alone against the API
+// server, until every child exists and status counts every partition (none
+// ready).
+//
 // It is a benchmark, not a test: each iteration builds a whole cluster, so
 // run it with -benchtime 1x.
 func BenchmarkScale(b *testing.B) {
+	ctrllog.SetLogger(logr.Discard()) // envtest's
 	sizes := []int32{1000, 10000}
 	if v := os.Getenv("DOCEXEC_SCALE_PARTITIONS"); v != "" {
 		sizes = nil
@@ -70,10 +78,15 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}
 	idle := envDuration(b, "DOCEXEC_SCALE_IDLE", time.Minute)
+	pods := os.Getenv("DOCEXEC_SCALE_PODS") != "false"
 	for _, n := range sizes {
-		b.Run(fmt.Sprintf("partitions=%d", n), func(b *testing.B) {
+		name := fmt.Sprintf("partitions=%d", n) // no comma: it ends up in kwok's --config paths, a list
+		if !pods {
+			name += "-alone"
+		}
+		b.Run(name, func(b *testing.B) {
 			for range b.N {
-				runScale(b, n, idle).report(b)
+				runScale(b, n, pods, idle).report(b)
 			}
 		})
 	}
@@ -105,11 +118,17 @@ const (
 // scaleResult is what one run measured.
 type scaleResult struct {
 	partitions int32
+	pods       bool // with kube-controller-manager, the scheduler, kwok and leaders
 	// From the pool's creation until every child object exists, every pod
 	// is ready, and status counts every partition ready.
 	children, podsReady, ready time.Duration
-	rssPeak, rssEnd            int64         // bytes
+	childrenSeen               time.Duration // by this process's watch
+	rssStart, rssPeak, rssEnd  int64         // bytes: before the pool, the most, at the end
 	cpuRamp, cpuIdle           time.Duration // the operator's CPU time
+	// CPU time by process (this one, playing the leaders and watching, and
+	// those it started) until ready, and how busy the machine was then.
+	cpuByProcess map[string]time.Duration
+	machineBusy  float64
 	// The operator's requests until ready, by verb (from its own client
 	// metrics) and by verb and resource (from the API server's audit log).
 	requests      map[string]float64
@@ -119,15 +138,16 @@ type scaleResult struct {
 	idleOpWrites  map[string]int // the operator's writes in it, by verb and resource
 	idleWrites    float64        // every API write in it
 	idleLeaseW    float64        // of which Lease writes
-	renewals      int64          // the simulated leaders' renewals in it
-	renewLate     int64          // renewals due before the previous one of the lease ended
+	idleByRes     map[string]float64
+	renewals      int64 // the simulated leaders' renewals in it
+	renewLate     int64 // renewals due before the previous one of the lease ended
 	renewFailures int64
 }
 
-func runScale(b *testing.B, partitions int32, idle time.Duration) *scaleResult {
+func runScale(b *testing.B, partitions int32, pods bool, idle time.Duration) *scaleResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	res := &scaleResult{partitions: partitions, idle: idle}
+	res := &scaleResult{partitions: partitions, pods: pods, idle: idle}
 	dir := b.TempDir()
 
 	// Audit the operator's requests alone (everyone else's would cost the
@@ -165,26 +185,36 @@ rules:
 	}
 	b.Cleanup(kafka.Close)
 
-	c.startFakeNodes(ctx, kube, dir)
+	if pods {
+		c.startFakeNodes(ctx, kube, dir)
+	}
 
 	// Watch what the pool should own.
 	w := newScaleWatch(b, admin)
 
 	// The operator, as its ServiceAccount, with its metrics on a free port.
-	metricsAddr := freeAddr(b)
+	metricsAddr, pprofAddr := freeAddr(b), freeAddr(b)
 	operator := c.background("operator", append(os.Environ(), "KUBECONFIG="+c.user(operatorUser, "system:serviceaccounts", "system:serviceaccounts:docexec-system")),
-		buildDocexec(b), "manager", "--leader-elect=false", "--metrics-bind-address="+metricsAddr, "--health-probe-bind-address=0")
+		buildDocexec(b), "manager", "--leader-elect=false", "--metrics-bind-address="+metricsAddr, "--health-probe-bind-address=0",
+		"--pprof-bind-address="+pprofAddr)
+	// DOCEXEC_SCALE_PPROF=DIR keeps profiles of the operator there: CPU
+	// over the first 30 s of the pool, the heap once it is ready.
+	profiles := os.Getenv("DOCEXEC_SCALE_PPROF")
 	metricsURL := "http://" + metricsAddr + "/metrics"
 	c.until(60*time.Second, "the operator serves metrics", func() error { _, err := scrape(metricsURL); return err })
 	time.Sleep(2 * time.Second) // its informers' initial lists
 	before := mustScrape(b, metricsURL)
-	cpu0 := cpuTime(b, operator.Process.Pid)
+	cpu0, procs0, busy0 := cpuTime(b, operator.Process.Pid), processCPU(b), machineCPU(b)
+	_, res.rssStart = memory(b, operator.Process.Pid)
 
 	// The leaders: one ready pod of each partition claims its Lease as the
 	// executors do (as their ServiceAccount), then renews it every second.
 	execCfg := restConfig(b, c.user("system:serviceaccount:"+scaleNamespace+":"+scalePool+"-executor", "system:serviceaccounts", "system:serviceaccounts:"+scaleNamespace))
-	leaders := newLeaderSim(ctx, kubernetes.NewForConfigOrDie(execCfg), partitions)
-	w.onReadyPod = leaders.claim
+	leaders := &leaderSim{}
+	if pods {
+		leaders = newLeaderSim(ctx, kubernetes.NewForConfigOrDie(execCfg), partitions)
+		w.setOnReadyPod(leaders.claim)
+	}
 
 	pool := scalePoolObject(partitions, kafka.ListenAddrs())
 	cl, err := client.New(restConfig(b, c.kubeconfig), client.Options{Scheme: manager.Scheme()})
@@ -194,6 +224,9 @@ rules:
 	start := time.Now()
 	if err := cl.Create(ctx, pool); err != nil {
 		b.Fatal(err)
+	}
+	if profiles != "" {
+		go saveProfile(b, "http://"+pprofAddr+"/debug/pprof/profile?seconds=30", filepath.Join(profiles, fmt.Sprintf("cpu-%d.pprof", partitions)))
 	}
 	b.Logf("created a pool of %d partitions × %d replicas", partitions, scaleReplicas)
 
@@ -209,7 +242,7 @@ rules:
 			res.children = since
 			w.stopChildren()
 		}
-		if res.podsReady == 0 && w.readyPods() == int(partitions)*scaleReplicas {
+		if res.podsReady == 0 && (!pods || w.readyPods() == int(partitions)*scaleReplicas) {
 			res.podsReady = since
 		}
 		if res.children > 0 && res.podsReady > 0 {
@@ -217,7 +250,11 @@ rules:
 			if err := cl.Get(ctx, client.ObjectKeyFromObject(pool), &got); err != nil {
 				b.Fatal(err)
 			}
-			if got.Status.Partitions == partitions && got.Status.ReadyPartitions == partitions {
+			ready := got.Status.ReadyPartitions
+			if !pods { // nothing can be ready: every partition counted will do
+				ready = int32(len(got.Status.PartitionStatuses))
+			}
+			if got.Status.Partitions == partitions && ready == partitions {
 				res.ready = time.Since(start)
 			}
 		}
@@ -228,8 +265,16 @@ rules:
 		}
 	}
 	readyAt := time.Now()
-	cpu1 := cpuTime(b, operator.Process.Pid)
+	cpu1, procs1, busy1 := cpuTime(b, operator.Process.Pid), processCPU(b), machineCPU(b)
 	res.cpuRamp = cpu1 - cpu0
+	res.cpuByProcess = map[string]time.Duration{}
+	for name, t := range procs1 {
+		res.cpuByProcess[name] = t - procs0[name]
+	}
+	res.machineBusy = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+	if profiles != "" {
+		saveProfile(b, "http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(profiles, fmt.Sprintf("heap-%d.pprof", partitions)))
+	}
 	res.requests = diffByLabel(before, mustScrape(b, metricsURL), "rest_client_requests_total", "method")
 
 	// Settle (the last status writes, the disruption controller catching
@@ -245,14 +290,23 @@ rules:
 	opAfter, apiAfter := mustScrape(b, metricsURL), apiMetrics(b, kube)
 	res.idlePasses = sumWhere(opAfter, "controller_runtime_reconcile_total", `controller="docexecutorpool"`) -
 		sumWhere(opBefore, "controller_runtime_reconcile_total", `controller="docexecutorpool"`)
-	for _, verb := range []string{"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"} {
-		sel := `verb="` + verb + `"`
-		res.idleWrites += sumWhere(apiAfter, "apiserver_request_total", sel) - sumWhere(apiBefore, "apiserver_request_total", sel)
-		res.idleLeaseW += sumWhere(apiAfter, "apiserver_request_total", sel, `resource="leases"`) - sumWhere(apiBefore, "apiserver_request_total", sel, `resource="leases"`)
+	res.idleByRes = apiWrites(apiBefore, apiAfter)
+	for r, n := range res.idleByRes {
+		res.idleWrites += n
+		if r == "leases" {
+			res.idleLeaseW += n
+		}
 	}
 	res.rssPeak, res.rssEnd = memory(b, operator.Process.Pid)
-	res.auditRamp = auditCounts(b, auditLog, start, readyAt, false)
-	res.idleOpWrites = auditCounts(b, auditLog, idleFrom, idleTo, true)
+	var lastCreate time.Time
+	res.auditRamp, lastCreate = auditCounts(b, auditLog, start, readyAt, false)
+	res.idleOpWrites, _ = auditCounts(b, auditLog, idleFrom, idleTo, true)
+	// The watch above saw the children late when the API server was
+	// loaded; the audit log says when the last was created.
+	res.childrenSeen = res.children
+	if !lastCreate.IsZero() && lastCreate.Sub(start) < res.children {
+		res.children = lastCreate.Sub(start)
+	}
 	return res
 }
 
@@ -265,12 +319,25 @@ func (r *scaleResult) report(b *testing.B) {
 	}
 	var sb strings.Builder
 	row := func(k, v string) { fmt.Fprintf(&sb, "| %s | %s |\n", k, v) }
-	fmt.Fprintf(&sb, "\n| %d partitions × %d replicas | |\n|---|---:|\n", r.partitions, scaleReplicas)
-	row("every child object exists", fmt.Sprintf("%.1f s", r.children.Seconds()))
-	row("every pod ready (kwok)", fmt.Sprintf("%.1f s", r.podsReady.Seconds()))
-	row("status: every partition ready", fmt.Sprintf("%.1f s", r.ready.Seconds()))
-	row("operator peak RSS (VmHWM) / at the end", mib(r.rssPeak)+" / "+mib(r.rssEnd))
+	if r.pods {
+		fmt.Fprintf(&sb, "\n| %d partitions × %d replicas | |\n|---|---:|\n", r.partitions, scaleReplicas)
+	} else {
+		fmt.Fprintf(&sb, "\n| %d partitions, the operator alone (no pods) | |\n|---|---:|\n", r.partitions)
+	}
+	row("every child object exists (its last create answered / seen by a watch)", fmt.Sprintf("%.1f s / %.1f s", r.children.Seconds(), r.childrenSeen.Seconds()))
+	if r.pods {
+		row("every pod ready (kwok)", fmt.Sprintf("%.1f s", r.podsReady.Seconds()))
+		row("status: every partition ready", fmt.Sprintf("%.1f s", r.ready.Seconds()))
+	} else {
+		row("status: every partition counted", fmt.Sprintf("%.1f s", r.ready.Seconds()))
+	}
+	row("operator RSS: before the pool / peak (VmHWM) / at the end", mib(r.rssStart)+" / "+mib(r.rssPeak)+" / "+mib(r.rssEnd))
 	row("operator CPU until ready / idle", fmt.Sprintf("%.1f s / %.1f s", r.cpuRamp.Seconds(), r.cpuIdle.Seconds()))
+	cpu := map[string]string{}
+	for name, t := range r.cpuByProcess {
+		cpu[name] = fmt.Sprintf("%.0f s", t.Seconds())
+	}
+	row("CPU until ready, by process", formatCounts(cpu)+fmt.Sprintf("; machine %.0f%% busy", 100*r.machineBusy))
 	row("operator API requests until ready", fmt.Sprintf("%.0f (%s)", total, formatCounts(r.requests)))
 	row("… by verb and resource (audit)", formatCounts(r.auditRamp))
 	row("idle: operator reconciles per minute", perMin(r.idlePasses))
@@ -280,8 +347,17 @@ func (r *scaleResult) report(b *testing.B) {
 	}
 	row("idle: operator writes per minute", fmt.Sprintf("%s %s", perMin(float64(opWrites)), formatCounts(r.idleOpWrites)))
 	row("idle: API writes per minute, all / Leases", perMin(r.idleWrites)+" / "+perMin(r.idleLeaseW))
-	row("idle: Lease renewals per second (wanted / done)", fmt.Sprintf("%d / %.0f (late %d, failed %d)",
-		r.partitions, float64(r.renewals)/r.idle.Seconds(), r.renewLate, r.renewFailures))
+	byRes := map[string]string{}
+	for res, n := range r.idleByRes {
+		if res != "leases" && n > 0 {
+			byRes[res] = perMin(n)
+		}
+	}
+	row("idle: API writes per minute to anything but Leases", formatCounts(byRes))
+	if r.pods {
+		row("idle: Lease renewals per second (wanted / done)", fmt.Sprintf("%d / %.0f (late %d, failed %d)",
+			r.partitions, float64(r.renewals)/r.idle.Seconds(), r.renewLate, r.renewFailures))
+	}
 	// On stdout: the testing package keeps only a benchmark's last log lines.
 	fmt.Print(sb.String())
 	b.ReportMetric(r.children.Seconds(), "children-s")
@@ -294,7 +370,7 @@ func (r *scaleResult) report(b *testing.B) {
 	b.ReportMetric(0, "ns/op") // one run of minutes; the metrics above say it
 }
 
-func formatCounts[V int | float64](m map[string]V) string {
+func formatCounts[V int | float64 | string](m map[string]V) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -324,8 +400,9 @@ func scalePoolObject(partitions int32, brokers []string) *docexecv1.DocExecutorP
 
 // startFakeNodes runs kube-controller-manager, kube-scheduler and kwok, and
 // creates kwok's nodes. The controllers' client limits are raised well above
-// their defaults (20 and 50 requests a second), as in large clusters, so
-// that they do not bound what is measured.
+// their defaults (20 and 50 requests a second) and kube-controller-manager's
+// workers from 5 to 20 per controller, as in large clusters, so that they do
+// not bound what is measured.
 func (c *cluster) startFakeNodes(ctx context.Context, kube kubernetes.Interface, dir string) {
 	c.t.Helper()
 	c.background("kube-controller-manager", nil, filepath.Join(c.bin, "kube-controller-manager"), "--kubeconfig", c.kubeconfig,
@@ -333,7 +410,7 @@ func (c *cluster) startFakeNodes(ctx context.Context, kube kubernetes.Interface,
 		// nodes once they report ready.
 		"--controllers=deployment-controller,replicaset-controller,disruption-controller,node-lifecycle-controller",
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
-		"--kube-api-qps=2000", "--kube-api-burst=4000")
+		"--kube-api-qps=2000", "--kube-api-burst=4000", "--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20")
 	scheduler := filepath.Join(dir, "scheduler.yaml")
 	writeFile(c.t, scheduler, fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -468,6 +545,12 @@ func newScaleWatch(b *testing.B, cfg *rest.Config) *scaleWatch {
 	pods.Start(stopPods)
 	b.Cleanup(func() { close(stopPods) })
 	return w
+}
+
+func (w *scaleWatch) setOnReadyPod(f func(partition int32, pod string)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onReadyPod = f
 }
 
 func (w *scaleWatch) stopChildren() { w.stopOnce.Do(func() { close(w.stop) }) }
@@ -753,6 +836,38 @@ func allIn(series string, labels []string) bool {
 	return true
 }
 
+// apiWrites is the growth of the API server's write requests between two
+// scrapes, by resource (and subresource).
+func apiWrites(before, after metrics) map[string]float64 {
+	out := map[string]float64{}
+	label := func(series, name string) string {
+		i := strings.Index(series, name+`="`)
+		if i < 0 {
+			return ""
+		}
+		rest := series[i+len(name)+2:]
+		return rest[:strings.IndexByte(rest, '"')]
+	}
+	for series, v := range after {
+		if !strings.HasPrefix(series, "apiserver_request_total{") {
+			continue
+		}
+		switch label(series, "verb") {
+		case "POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY":
+		default:
+			continue
+		}
+		key := label(series, "resource")
+		if sub := label(series, "subresource"); sub != "" {
+			key += "/" + sub
+		}
+		if d := v - before[series]; d > 0 {
+			out[key] += d
+		}
+	}
+	return out
+}
+
 // diffByLabel is the growth of name between two scrapes, by the value of
 // one label.
 func diffByLabel(before, after metrics, name, label string) map[string]float64 {
@@ -774,8 +889,9 @@ func diffByLabel(before, after metrics, name, label string) map[string]float64 {
 }
 
 // auditCounts counts the audited requests (the operator's) received in
-// [from, to) by verb and resource, only writes when writesOnly.
-func auditCounts(t testing.TB, path string, from, to time.Time, writesOnly bool) map[string]int {
+// [from, to) by verb and resource, only writes when writesOnly, and says
+// when the last of them that created something was answered.
+func auditCounts(t testing.TB, path string, from, to time.Time, writesOnly bool) (map[string]int, time.Time) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -783,12 +899,17 @@ func auditCounts(t testing.TB, path string, from, to time.Time, writesOnly bool)
 	}
 	defer f.Close()
 	out := map[string]int{}
+	var lastCreate time.Time
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 4<<20), 4<<20)
 	for sc.Scan() {
 		var ev struct {
-			Verb      string           `json:"verb"`
-			Received  metav1.MicroTime `json:"requestReceivedTimestamp"`
+			Verb     string           `json:"verb"`
+			Received metav1.MicroTime `json:"requestReceivedTimestamp"`
+			Answered metav1.MicroTime `json:"stageTimestamp"`
+			Status   *struct {
+				Code int `json:"code"`
+			} `json:"responseStatus"`
 			ObjectRef *struct {
 				Resource    string `json:"resource"`
 				Subresource string `json:"subresource"`
@@ -814,11 +935,14 @@ func auditCounts(t testing.TB, path string, from, to time.Time, writesOnly bool)
 			}
 		}
 		out[key]++
+		if ev.Verb == "create" && ev.Status != nil && ev.Status.Code == http.StatusCreated && ev.Answered.After(lastCreate) {
+			lastCreate = ev.Answered.Time
+		}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return out, lastCreate
 }
 
 // memory reads a process's peak and current resident set size.
@@ -842,6 +966,78 @@ func memory(t testing.TB, pid int) (peak, now int64) {
 		}
 	}
 	return peak, now
+}
+
+// processCPU is the CPU time of this process and of every process it
+// started, by command name.
+func processCPU(t testing.TB) map[string]time.Duration {
+	t.Helper()
+	out := map[string]time.Duration{}
+	self := os.Getpid()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // gone
+		}
+		s := string(raw)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[end+2:])
+		ppid, _ := strconv.Atoi(f[1])
+		if pid != self && ppid != self {
+			continue
+		}
+		name := s[open+1 : end]
+		if pid == self {
+			name = "bench"
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		out[name] += time.Duration(utime+stime) * time.Second / 100
+	}
+	return out
+}
+
+// machineCPU reads the machine's busy and total CPU time (/proc/stat).
+func machineCPU(t testing.TB) [2]float64 {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(strings.SplitN(string(raw), "\n", 2)[0])[1:]
+	var busy, total float64
+	for i, v := range f {
+		n, _ := strconv.ParseFloat(v, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return [2]float64{busy, total}
+}
+
+func saveProfile(t testing.TB, url, path string) {
+	resp, err := http.Get(url) //nolint:gosec // the operator's local pprof
+	if err != nil {
+		t.Logf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, raw, 0o644)
+	}
+	if err != nil {
+		t.Logf("profile: %v", err)
+	}
 }
 
 // cpuTime reads a process's user + system CPU time.

@@ -76,7 +76,7 @@ verify-generated: manifests generate docs ## Fail if generated files differ from
 
 ##@ Tests
 .PHONY: k8s-binaries
-k8s-binaries: ## Build (or reuse) the Kubernetes binaries (control plane, node, kubectl, helm) at bin/k8s.
+k8s-binaries: ## Build (or reuse) the Kubernetes binaries (control plane, node, kubectl, helm) at bin/k8s, and kwok at bin/kwok.
 	hack/k8s-binaries.sh >/dev/null
 
 .PHONY: static-build
@@ -100,6 +100,10 @@ fuzz: ## Fuzz the decoders for a while (FUZZTIME, default 30s each).
 .PHONY: bench-failover
 bench-failover: k8s-binaries ## Measure the failover gap after SIGKILL and SIGTERM of a partition's leader (5 runs each).
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/with-services.sh $(GO) test -run '^$$' -bench Failover -benchtime 5x ./e2e/
+
+.PHONY: bench-scale
+bench-scale: k8s-binaries ## Measure the operator on pools of 1,000 and 10,000 partitions with kube-controller-manager, kube-scheduler and kwok (prints a table per size; DOCEXEC_SCALE_PARTITIONS=1000 for one).
+	KUBEBUILDER_ASSETS=$(abspath bin/k8s) $(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 2h ./e2e/
 
 .PHONY: bench
 bench: build ## Measure executor throughput against its baselines (prints a table; see docs/benchmarks.md).

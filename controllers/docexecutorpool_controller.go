@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +40,13 @@ import (
 // the lag in status are read at this rate.
 const DefaultResync = 30 * time.Second
 
+// DefaultConcurrentWrites is how many API writes one pass has in flight at
+// once for the partitions' objects. One at a time, a pool of 10,000
+// partitions waits for 30,000 round trips in a row before its last
+// partition exists; the API server's priority and fairness still decides
+// how fast they are served.
+const DefaultConcurrentWrites = 16
+
 // DocExecutorPoolReconciler reconciles DocExecutorPools.
 type DocExecutorPoolReconciler struct {
 	client.Client
@@ -51,6 +59,9 @@ type DocExecutorPoolReconciler struct {
 	// Resync is how often a pool is looked at again; DefaultResync when
 	// zero.
 	Resync time.Duration
+	// ConcurrentWrites bounds the API writes a pass has in flight at once;
+	// DefaultConcurrentWrites when zero.
+	ConcurrentWrites int
 }
 
 // +kubebuilder:rbac:groups=docexec.io,resources=docexecutorpools,verbs=get;list;watch;update;patch
@@ -108,9 +119,14 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	status := buildStatus(&pool, want, observed, wanted.deploymentHashes())
-	if err := r.writeStatus(ctx, &pool, status); err != nil {
-		return ctrl.Result{}, err
+	wanted.hashes = wanted.deploymentHashes()
+	status := buildStatus(&pool, want, observed, wanted.hashes)
+	// A conflict means the pool changed: look again. Any other failure (a
+	// loaded API server timing out on a pool of thousands of partitions)
+	// does not hold back the partitions' objects; it is returned after.
+	statusErr := r.writeStatus(ctx, &pool, status)
+	if apierrors.IsConflict(statusErr) {
+		return ctrl.Result{}, statusErr
 	}
 
 	if want.count < 0 {
@@ -122,7 +138,10 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 		// Say so where users look, then retry with backoff.
 		failed := pool.Status.DeepCopy()
 		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())
-		return ctrl.Result{}, errors.Join(err, r.writeStatus(ctx, &pool, *failed))
+		return ctrl.Result{}, errors.Join(err, statusErr, r.writeStatus(ctx, &pool, *failed))
+	}
+	if statusErr != nil {
+		return ctrl.Result{}, statusErr
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
 }
@@ -183,7 +202,8 @@ type plan struct {
 	// shared are the pool's objects: configuration, RBAC, Service.
 	shared      []client.Object
 	deployments []*appsv1.Deployment // one per partition, in order
-	budgets     []client.Object
+	budgets     []*policyv1.PodDisruptionBudget
+	hashes      []string // deploymentHashes, once computed
 }
 
 func (r *DocExecutorPoolReconciler) plan(pool *docexecv1.DocExecutorPool, partitions int32) (plan, error) {
@@ -218,14 +238,30 @@ func (pl plan) deploymentHashes() []string {
 type observed struct {
 	deployments map[int32]*appsv1.Deployment
 	leases      map[int32]*coordinationv1.Lease
-	pods        map[int32][]*corev1.Pod
+	budgets     map[int32]*policyv1.PodDisruptionBudget
+	// pods are the executor pods' metadata: their names, labels and
+	// annotations are all the operator reads of them.
+	pods map[int32][]*metav1.PartialObjectMetadata
 }
 
+// PodMetadata is how the operator reads executor pods: metadata only, so
+// that neither its cache nor its passes hold their specs and status.
+func PodMetadata() *metav1.PartialObjectMetadata {
+	var m metav1.PartialObjectMetadata
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	return &m
+}
+
+// observe lists what exists of a pool. The objects are the cache's own
+// (a pass of 10,000 partitions would copy some 30,000 otherwise): read them,
+// never change them; copy one before writing it.
 func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1.DocExecutorPool) (observed, error) {
-	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{}, pods: map[int32][]*corev1.Pod{}}
+	o := observed{deployments: map[int32]*appsv1.Deployment{}, leases: map[int32]*coordinationv1.Lease{},
+		budgets: map[int32]*policyv1.PodDisruptionBudget{}, pods: map[int32][]*metav1.PartialObjectMetadata{}}
 	sel := client.MatchingLabels{LabelPool: pool.Name}
+	shared := client.UnsafeDisableDeepCopy
 	var deps appsv1.DeploymentList
-	if err := r.List(ctx, &deps, client.InNamespace(pool.Namespace), sel); err != nil {
+	if err := r.List(ctx, &deps, client.InNamespace(pool.Namespace), sel, shared); err != nil {
 		return o, fmt.Errorf("list Deployments of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range deps.Items {
@@ -233,8 +269,17 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 			o.deployments[p] = &deps.Items[i]
 		}
 	}
+	var budgets policyv1.PodDisruptionBudgetList
+	if err := r.List(ctx, &budgets, client.InNamespace(pool.Namespace), sel, shared); err != nil {
+		return o, fmt.Errorf("list PodDisruptionBudgets of DocExecutorPool %s: %w", pool.Name, err)
+	}
+	for i := range budgets.Items {
+		if p, ok := partitionOf(&budgets.Items[i]); ok && metav1.IsControlledBy(&budgets.Items[i], pool) {
+			o.budgets[p] = &budgets.Items[i]
+		}
+	}
 	var leases coordinationv1.LeaseList
-	if err := r.List(ctx, &leases, client.InNamespace(pool.Namespace), sel); err != nil {
+	if err := r.List(ctx, &leases, client.InNamespace(pool.Namespace), sel, shared); err != nil {
 		return o, fmt.Errorf("list Leases of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range leases.Items {
@@ -242,8 +287,9 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 			o.leases[p] = &leases.Items[i]
 		}
 	}
-	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), sel); err != nil {
+	var pods metav1.PartialObjectMetadataList
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), sel, shared); err != nil {
 		return o, fmt.Errorf("list Pods of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range pods.Items {
@@ -259,66 +305,116 @@ func partitionOf(obj client.Object) (int32, bool) {
 	return int32(n), err == nil
 }
 
-// act makes the pool's objects match the spec.
+// act makes the pool's objects match the spec: the pool's shared objects
+// first (the executors' Role among them), then every partition's, up to
+// ConcurrentWrites requests at once. The first error stops the pass.
 func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.DocExecutorPool, pl plan, o observed) error {
 	for _, obj := range pl.shared {
 		if err := r.ensure(ctx, pool, obj); err != nil {
 			return err
 		}
 	}
-	for i, dep := range pl.deployments {
+	err := r.each(ctx, len(pl.deployments), func(ctx context.Context, i int) error {
 		p := int32(i)
-		if err := r.ensure(ctx, pool, dep); err != nil {
-			return err
+		dep, ok := o.deployments[p]
+		if !ok || !current(dep, pl.hashes[i]) || scaledByHand(dep, pl.deployments[i]) {
+			if err := r.ensure(ctx, pool, pl.deployments[i]); err != nil {
+				return err
+			}
 		}
-		if _, ok := o.deployments[p]; !ok {
+		if !ok {
 			r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionAdded", "Added partition %d", p)
 		}
-		if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
-			return err
+		if pdb, ok := o.budgets[p]; !ok || !current(pdb, specHash(pl.budgets[i])) {
+			if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
+				return err
+			}
 		}
 		switch l, ok := o.leases[p]; {
 		case !ok:
-			if err := r.create(ctx, pool, lease(pool, p)); err != nil {
-				return err
-			}
+			return r.create(ctx, pool, lease(pool, p))
 		case !metav1.IsControlledBy(l, pool):
-			if err := r.adoptLease(ctx, pool, l); err != nil {
-				return err
-			}
+			return r.adoptLease(ctx, pool, l)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	partitions := int32(len(pl.deployments))
 	if err := r.markLeaders(ctx, o); err != nil {
 		return err
 	}
 	// Partitions no longer wanted go, with their budget and Lease.
-	for p, dep := range o.deployments {
-		if p < partitions {
-			continue
+	var gone []int32
+	for p := range o.deployments {
+		if p >= partitions {
+			gone = append(gone, p)
 		}
+	}
+	err = r.each(ctx, len(gone), func(ctx context.Context, i int) error {
+		p := gone[i]
 		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: partitionName(pool.Name, p), Namespace: pool.Namespace}}
-		for _, obj := range []client.Object{dep, pdb} {
+		for _, obj := range []client.Object{o.deployments[p], pdb} {
 			if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("delete partition %d of DocExecutorPool %s: %w", p, pool.Name, err)
 			}
 		}
 		r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionRemoved", "Removed partition %d", p)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	var leases []*coordinationv1.Lease
 	for p, l := range o.leases {
 		if p >= partitions {
-			if err := r.Delete(ctx, l); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("delete Lease of partition %d of DocExecutorPool %s: %w", p, pool.Name, err)
-			}
+			leases = append(leases, l)
 		}
 	}
-	return nil
+	return r.each(ctx, len(leases), func(ctx context.Context, i int) error {
+		if err := r.Delete(ctx, leases[i]); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete Lease %s of DocExecutorPool %s: %w", leases[i].Name, pool.Name, err)
+		}
+		return nil
+	})
+}
+
+// each runs do(0..n-1), up to ConcurrentWrites at once, and returns the
+// first error, after which the calls not yet started are skipped and the
+// running ones see their context cancelled.
+func (r *DocExecutorPoolReconciler) each(ctx context.Context, n int, do func(ctx context.Context, i int) error) error {
+	if n == 0 {
+		return nil
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.concurrentWrites())
+	for i := range n {
+		if ctx.Err() != nil {
+			break // a call failed: start no more
+		}
+		g.Go(func() error { return do(ctx, i) })
+	}
+	return g.Wait()
+}
+
+func (r *DocExecutorPoolReconciler) concurrentWrites() int {
+	if r.ConcurrentWrites > 0 {
+		return r.ConcurrentWrites
+	}
+	return DefaultConcurrentWrites
 }
 
 // markLeaders gives each partition's leader pod a high deletion cost, so
 // that a rollout or scale-down removes the standbys first and hands the
 // Lease over once, at the end.
 func (r *DocExecutorPoolReconciler) markLeaders(ctx context.Context, o observed) error {
+	type mark struct {
+		partition int32
+		pod       *metav1.PartialObjectMetadata
+		value     string // JSON: the cost, or null to remove it
+	}
+	var marks []mark
 	for p, pods := range o.pods {
 		holder := ""
 		if l, ok := o.leases[p]; ok && l.Spec.HolderIdentity != nil {
@@ -336,13 +432,28 @@ func (r *DocExecutorPoolReconciler) markLeaders(ctx context.Context, o observed)
 			if want != "" {
 				value = strconv.Quote(want)
 			}
-			patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%s}}}`, AnnotationDeletionCost, value))
-			if err := r.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("mark the leader of partition %d: %w", p, err)
-			}
+			marks = append(marks, mark{p, pod, value})
 		}
 	}
-	return nil
+	return r.each(ctx, len(marks), func(ctx context.Context, i int) error {
+		m := marks[i]
+		// Patch a fresh object: the answer is decoded into it, and m.pod
+		// is the cache's.
+		pod := PodMetadata()
+		pod.Name, pod.Namespace = m.pod.Name, m.pod.Namespace
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%s}}}`, AnnotationDeletionCost, m.value))
+		if err := r.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("mark the leader of partition %d: %w", m.partition, err)
+		}
+		return nil
+	})
+}
+
+// current reports whether an observed object, controlled by the pool (the
+// caller checked), carries the wanted spec hash: then ensure has nothing to
+// do, and a pass skips it without reading the object again.
+func current(obj client.Object, hash string) bool {
+	return obj.GetAnnotations()[AnnotationHash] == hash
 }
 
 // ensure creates obj, or updates it when what the operator wants of it
@@ -395,8 +506,8 @@ func ownedByAnother(obj client.Object, pool *docexecv1.DocExecutorPool) bool {
 
 // adoptLease makes pool the controller of a Lease left without one, without
 // touching what the executors wrote in it.
-func (r *DocExecutorPoolReconciler) adoptLease(ctx context.Context, pool *docexecv1.DocExecutorPool, l *coordinationv1.Lease) error {
-	before := l.DeepCopy()
+func (r *DocExecutorPoolReconciler) adoptLease(ctx context.Context, pool *docexecv1.DocExecutorPool, cached *coordinationv1.Lease) error {
+	before, l := cached.DeepCopy(), cached.DeepCopy()
 	if err := controllerutil.SetControllerReference(pool, l, r.Scheme); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -834,5 +835,140 @@ func TestAWriteConflictIsRetriedNotReportedAsAnError(t *testing.T) {
 	e.reconcile(p)
 	if e.get(p).Status.ObservedGeneration == 0 {
 		t.Fatal("the retried pass wrote no status")
+	}
+}
+
+func TestAPassWritesPartitionsConcurrentlyUpToTheLimit(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 12})
+	p := e.pool("wide", nil)
+	var inFlight, most atomic.Int64
+	inner := e.r.Client
+	e.r.ConcurrentWrites = 4
+	e.r.Client = interceptor.NewClient(k8s, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(30 * time.Millisecond) // a busy API server
+			return inner.Create(ctx, obj, opts...)
+		},
+	})
+	e.reconcile(p)
+	if got := most.Load(); got != 4 {
+		t.Fatalf("at most %d creates were in flight at once, want ConcurrentWrites = 4", got)
+	}
+	var budgets policyv1.PodDisruptionBudgetList
+	var leases coordinationv1.LeaseList
+	for _, list := range []client.ObjectList{&budgets, &leases} {
+		if err := k8s.List(context.Background(), list, client.InNamespace(e.ns)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := len(e.deployments("wide")); d != 12 || len(budgets.Items) != 12 || len(leases.Items) != 12 {
+		t.Fatalf("%d deployments, %d budgets, %d leases: want 12 of each", d, len(budgets.Items), len(leases.Items))
+	}
+}
+
+func TestAFailedWriteStopsThePassAndIsReported(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 40})
+	p := e.pool("broken", nil)
+	var creates atomic.Int64
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(k8s, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			creates.Add(1)
+			if obj.GetName() == "broken-p3" {
+				return apierrors.NewForbidden(appsv1.Resource("deployments"), obj.GetName(), errors.New("quota exceeded"))
+			}
+			return inner.Create(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return inner.Status().Update(ctx, obj, opts...)
+		},
+	})
+	_, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if err == nil || !strings.Contains(err.Error(), "broken-p3") || !strings.Contains(err.Error(), "quota exceeded") {
+		t.Fatalf("the pass returned %v, want the failed create of broken-p3", err)
+	}
+	// 5 shared objects and 3 per partition: a pass that went on would make 125.
+	if n := creates.Load(); n >= 5+3*40 {
+		t.Fatalf("%d creates: the pass went on after the failure", n)
+	}
+	c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ReconcileFailed" || !strings.Contains(c.Message, "broken-p3") {
+		t.Fatalf("Degraded %+v, want ReconcileFailed naming broken-p3", c)
+	}
+}
+
+func TestTheStatusOfAPoolAtTheAPIMaximumIsAccepted(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 10000})
+	// The longest name a pool may have: its pods' names are the longest.
+	name := "p" + strings.Repeat("x", 49)
+	p := e.pool(name, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](10000) })
+	p = e.get(p)
+	for i := range int32(10000) {
+		p.Status.PartitionStatuses = append(p.Status.PartitionStatuses, docexecv1.PartitionStatus{
+			Partition: i, ReadyReplicas: 9, Leader: fmt.Sprintf("%s-p%d-7d9f8c6b5d-x7k2q", name, i), Lag: ptr.To[int64](1 << 40),
+		})
+	}
+	p.Status.Partitions, p.Status.ReadyPartitions = 10000, 10000
+	start := time.Now()
+	if err := k8s.Status().Update(context.Background(), p); err != nil {
+		t.Fatalf("status of 10,000 partitions: %v", err)
+	}
+	var got unstructured.Unstructured
+	got.SetGroupVersionKind(docexecv1.GroupVersion.WithKind("DocExecutorPool"))
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := got.MarshalJSON()
+	// etcd refuses requests over 1.5 MiB by default.
+	t.Logf("the pool is %d bytes; its status update took %v", len(raw), time.Since(start))
+}
+
+func TestAFailedStatusWriteDoesNotHoldBackThePartitions(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 3})
+	p := e.pool("slow", nil)
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(inner.(client.WithWatch), interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return apierrors.NewTimeoutError("request did not complete within the allotted timeout", 0)
+		},
+	})
+	_, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+	if !apierrors.IsTimeout(err) {
+		t.Fatalf("the pass returned %v, want the status write's timeout", err)
+	}
+	if got := names(e.deployments("slow")); len(got) != 3 {
+		t.Fatalf("deployments %v after a failed status write, want all 3 partitions", got)
+	}
+	e.r.Client = inner
+	e.reconcile(p)
+	if e.get(p).Status.Partitions != 3 {
+		t.Fatal("the next pass wrote no status")
+	}
+}
+
+func TestAnIdlePassReadsNoPartitionObjectOneByOne(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 5})
+	p := e.pool("lean", nil)
+	e.reconcile(p)
+	var gets []string
+	inner := e.r.Client
+	e.r.Client = interceptor.NewClient(inner.(client.WithWatch), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			gets = append(gets, fmt.Sprintf("%T %s", obj, key.Name))
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	if _, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+		t.Fatal(err)
+	}
+	// The pool, and the 5 shared objects; each partition's Deployment and
+	// budget come from the pass's lists (with 10,000 partitions, 20,000
+	// copies out of the cache a pass).
+	if len(gets) != 6 {
+		t.Fatalf("an idle pass read %d objects one by one, want the pool and its 5 shared objects: %v", len(gets), gets)
 	}
 }

@@ -22,7 +22,8 @@ import (
 )
 
 // cluster is a fresh control plane (etcd + kube-apiserver) with an admin
-// kubeconfig, stopped when t ends.
+// kubeconfig, stopped when t ends. configure, if given, adjusts the control
+// plane before it starts (e.g. API server flags).
 type cluster struct {
 	t          testing.TB
 	env        *envtest.Environment
@@ -30,7 +31,7 @@ type cluster struct {
 	bin        string
 }
 
-func newCluster(t testing.TB) *cluster {
+func newCluster(t testing.TB, configure ...func(*envtest.Environment)) *cluster {
 	if testing.Short() {
 		t.Skip("integration test: needs the test control plane")
 	}
@@ -44,6 +45,9 @@ func newCluster(t testing.TB) *cluster {
 		}
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: bin}
+	for _, f := range configure {
+		f(env)
+	}
 	if _, err := env.Start(); err != nil {
 		t.Fatalf("start the control plane: %v", err)
 	}
@@ -149,7 +153,7 @@ func (c *cluster) startOperator(kubeconfig string) {
 }
 
 // background runs a program until t ends, showing its output if t failed.
-func (c *cluster) background(name string, env []string, path string, args ...string) {
+func (c *cluster) background(name string, env []string, path string, args ...string) *exec.Cmd {
 	c.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, path, args...)
@@ -167,6 +171,7 @@ func (c *cluster) background(name string, env []string, path string, args ...str
 			c.t.Logf("%s logs:\n%s", name, logs.String())
 		}
 	})
+	return cmd
 }
 
 func TestKubectlApplyInstallsTheOperatorAndASamplePool(t *testing.T) {

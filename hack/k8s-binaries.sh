@@ -2,10 +2,15 @@
 # Builds the Kubernetes test binaries (kube-apiserver, kube-controller-manager,
 # etcd, kubectl, helm, and for hack/cluster.sh's node kube-scheduler, kube-proxy and
 # kubelet) from Go modules and links them at bin/k8s/, the directory envtest's
-# KUBEBUILDER_ASSETS / BinaryAssetsDirectory points to.
+# KUBEBUILDER_ASSETS / BinaryAssetsDirectory points to. Also builds kwok (fake
+# nodes and pods, for the scale benchmark) with its stage files and links it at
+# bin/kwok/ (bin/kwok/kwok, bin/kwok/stage/).
 #
-# Versions come from hack/k8sbin/go.mod (a separate Go module; see tools.go).
-# Builds are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/docexec/k8s/<key>/,
+# Versions come from hack/k8sbin/go.mod (a separate Go module; see tools.go),
+# kwok's from hack/kwokbin/go.mod (another one, so that kwok builds with the
+# dependencies it was released with and the Kubernetes binaries keep theirs).
+# Builds are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/docexec/k8s/<key>/
+# (kwok under .../docexec/kwok/<key>/),
 # where <key> is derived from those versions, the Go toolchain/platform and the
 # sha256 of hack/k8sbin/go.sum, so a reused machine rebuilds nothing. A cold
 # build takes 7-12 minutes on 2 cores and ~2.5 GB of RAM.
@@ -48,6 +53,53 @@ SUM=$(sha256sum "$MODDIR/go.sum" | cut -c1-16)
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_${GOVERSION}-${GOPLATFORM}_r${RECIPE}_sum-${SUM}"
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/docexec/k8s"
 CACHE_DIR="$CACHE_ROOT/$KEY"
+
+# kwok: built apart from the rest, into a cache dir of its own, then linked at
+# bin/kwok. Its stage files (what fake nodes and pods go through) come from its
+# module's source, kustomize/stage/.
+KWOK_MODDIR="$ROOT/hack/kwokbin"
+KWOK_LINK="$ROOT/bin/kwok"
+KWOK_RECIPE=1
+kwok() {
+	local version sum key dir build out start=$SECONDS
+	version=$(awk '$1 == "require" && $2 == "sigs.k8s.io/kwok" { print $3; exit } $1 == "sigs.k8s.io/kwok" && $2 ~ /^v[0-9]/ { print $2; exit }' "$KWOK_MODDIR/go.mod")
+	[[ -n "$version" ]] || die "sigs.k8s.io/kwok is not required in $KWOK_MODDIR/go.mod"
+	sum=$(sha256sum "$KWOK_MODDIR/go.sum" | cut -c1-16)
+	key="kwok-${version}_${GOVERSION}-${GOPLATFORM}_r${KWOK_RECIPE}_sum-${sum}"
+	dir="${XDG_CACHE_HOME:-$HOME/.cache}/docexec/kwok/$key"
+	if [[ ! -x "$dir/kwok" ]]; then
+		mkdir -p "$(dirname "$dir")"
+		exec 8>"$(dirname "$dir")/.lock"
+		flock 8
+		if [[ ! -x "$dir/kwok" ]]; then
+			log "building kwok $version ..."
+			rm -rf "$(dirname "$dir")"/.build-*
+			build=$(mktemp -d "$(dirname "$dir")/.build-$key.XXXXXX")
+			local src
+			src=$(cd "$KWOK_MODDIR" && go mod download -json sigs.k8s.io/kwok | awk -F'"' '$2 == "Dir" { print $4 }')
+			[[ -d "$src/kustomize/stage" ]] || { rm -rf "$build"; die "no kustomize/stage in kwok's module source ($src)"; }
+			(cd "$KWOK_MODDIR" && go build -mod=readonly -trimpath -buildvcs=false -ldflags "-s -w" -o "$build/kwok" sigs.k8s.io/kwok/cmd/kwok) ||
+				{ rm -rf "$build"; die "kwok build failed"; }
+			cp -R "$src/kustomize/stage" "$build/stage"
+			chmod -R u+w,go-w "$build" && chmod 755 "$build"
+			out=$("$build/kwok" --version 2>&1) && [[ "$out" == *"$version"* ]] || { rm -rf "$build"; die "kwok --version: $out"; }
+			rm -rf "$dir"
+			mv -T "$build" "$dir"
+			log "built kwok $version in $((SECONDS - start))s"
+		fi
+		exec 8>&-
+	fi
+	if [[ -e "$KWOK_LINK" && ! -L "$KWOK_LINK" ]]; then
+		die "$KWOK_LINK exists and is not a symlink; remove it"
+	fi
+	if [[ "$(readlink "$KWOK_LINK" 2>/dev/null || true)" != "$dir" ]]; then
+		mkdir -p "$(dirname "$KWOK_LINK")"
+		ln -sfn "$dir" "$KWOK_LINK.tmp.$$"
+		mv -fT "$KWOK_LINK.tmp.$$" "$KWOK_LINK"
+		log "linked ${KWOK_LINK#"$ROOT"/} -> $dir"
+	fi
+}
+kwok
 
 complete() {
 	local b

@@ -12,7 +12,6 @@ import (
 
 	"github.com/go-logr/logr"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -50,6 +49,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	leaderElect := fs.Bool("leader-elect", true, "elect one active operator among replicas")
 	electionNamespace := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own; needed out of cluster)")
 	image := fs.String("executor-image", DefaultImage, "executor image of pools that name none")
+	pprofAddr := fs.String("pprof-bind-address", "0", "address of /debug/pprof (0 disables)")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -80,10 +80,18 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		// than make the next operator wait for it to expire. Safe: Main
 		// returns and the process exits as soon as the manager has stopped.
 		LeaderElectionReleaseOnCancel: true,
-		// The operator reads only executor pods: cache those, not every pod.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": controllers.ExecutorAppName})},
-		}},
+		PprofBindAddress:              *pprofAddr,
+		Cache: cache.Options{
+			// The operator reads only executor pods, and only their
+			// metadata: cache that, not every pod.
+			ByObject: map[client.Object]cache.ByObject{
+				controllers.PodMetadata(): {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": controllers.ExecutorAppName})},
+			},
+			// Nothing reads managedFields, and with 10,000 partitions they
+			// are a good part of what the cache would hold. Updates omit
+			// them, so the API server keeps them as they are.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 	})
 	if err != nil {
 		log.Error(err, "Failed to create the manager")

@@ -502,9 +502,11 @@ func (e *Executor) maxMessageBytes() (int, error) {
 func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan batch) error {
 	m := e.deps.Metrics
 	for b := range batches {
+		started := time.Now()
 		if err := w.Publish(ctx, b.msgs, b.next); err != nil {
 			return fmt.Errorf("pipeline: publish batch ending at offset %d: %w", b.next, err)
 		}
+		m.PublishSeconds.Observe(time.Since(started).Seconds())
 		e.published.Store(b.next)
 		m.Emitted.Add(float64(b.emitted))
 		m.DeadLettered.Add(float64(b.deadLettered))

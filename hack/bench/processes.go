@@ -47,6 +47,7 @@ func startExecutor(ctx context.Context, s servers, cfg kafka.Config, topic strin
 	}
 	cmd.Args = append(cmd.Args, strings.Fields(executorFlags)...)
 	cmd.Args = append(cmd.Args, extra...)
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the executor: %w", err)
@@ -88,10 +89,13 @@ func (e *executorRun) gone() error {
 	}
 }
 
-// profile saves a CPU profile of the executor (run with --pprof) taken
-// over the next seconds.
-func (e *executorRun) profile(ctx context.Context, seconds int, path string) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.listen, seconds)
+// profile saves a profile of the executor (run with --pprof): "profile"
+// is its CPU over the next seconds, "heap" its allocations so far.
+func (e *executorRun) profile(ctx context.Context, kind string, seconds int, path string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", e.listen, kind, seconds)
+	if kind == "heap" {
+		url = fmt.Sprintf("http://%s/debug/pprof/heap", e.listen)
+	}
 	var resp *http.Response
 	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) { // until it listens
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -140,6 +144,36 @@ func passthroughProcess(ctx context.Context, cfg kafka.Config, w workload, out s
 		return 0, 0, fmt.Errorf("passthrough process printed %q: %w", raw, err)
 	}
 	return time.Duration(ns), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// timings reads from the executor's metrics where its batches' time went:
+// the sums of its batch, Redis and publish durations, and the batch count.
+func (e *executorRun) timings(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.listen+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("metrics of the executor: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	value := func(name string) float64 {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, name+"{") {
+				v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				return v
+			}
+		}
+		return 0
+	}
+	return fmt.Sprintf("%.0f batches: decode + merge + Redis %.2f s (of which merge and Redis write %.2f s), Kafka transactions %.2f s, sync passes %.2f s",
+		value("docexec_batch_duration_seconds_count"), value("docexec_batch_duration_seconds_sum"), value("docexec_redis_duration_seconds_sum"),
+		value("docexec_publish_duration_seconds_sum"), value("docexec_sync_duration_seconds_sum")), nil
 }
 
 // machineCPU runs f and returns the CPU time that every process of the

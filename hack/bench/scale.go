@@ -26,6 +26,7 @@ type executorResult struct {
 	rss        int64   // the largest peak RSS of one executor
 	lag        time.Duration
 	commands   string
+	timings    string // of a one-partition run
 }
 
 // runExecutors runs one `docexec executor` per partition of w as pool
@@ -77,7 +78,7 @@ func runExecutors(ctx context.Context, s servers, r redisServers, cfg kafka.Conf
 		profiled.Add(1)
 		go func() {
 			defer profiled.Done()
-			profileErr = runs[0].profile(ctx, profileSeconds, filepath.Join(profileDir, "executor-"+pool+".pprof"))
+			profileErr = runs[0].profile(ctx, "profile", profileSeconds, filepath.Join(profileDir, "executor-"+pool+".pprof"))
 		}()
 	}
 	alive := func() error {
@@ -92,6 +93,16 @@ func runExecutors(ctx context.Context, s servers, r redisServers, cfg kafka.Conf
 	profiled.Wait()
 	if err = errors.Join(err, profileErr); err != nil {
 		return res, err
+	}
+	if w.partitions == 1 {
+		if res.timings, err = runs[0].timings(ctx); err != nil {
+			return res, err
+		}
+	}
+	if profiling {
+		if err := runs[0].profile(ctx, "heap", 0, filepath.Join(profileDir, "executor-"+pool+".heap")); err != nil {
+			return res, err
+		}
 	}
 	var processCPU time.Duration
 	for _, e := range runs {

@@ -33,6 +33,7 @@ import (
 	"github.com/docexec/docexec/controllers"
 	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/kafka"
+	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/internal/testenv"
 	"github.com/docexec/docexec/manager"
 )
@@ -644,7 +645,7 @@ func TestTheSchemaFillsInDefaults(t *testing.T) {
 	e := newEnv(t, fixedTopics{n: 1})
 	p := e.get(e.pool("defaults", nil))
 	s := p.Spec
-	if s.ReplicasPerPartition != 2 || s.Kafka.Format != "json" || s.Kafka.StartOffset != "earliest" || s.Batch.Size != 500 ||
+	if s.ReplicasPerPartition != 2 || s.Kafka.Format != "json" || s.Kafka.StartOffset != "earliest" || s.Batch.Size != 500 || s.Batch.MaxBytes != pipeline.DefaultBatchBytes ||
 		s.Sync.Interval.Duration != time.Second || s.Failover.LeaseDuration.Duration != 5*time.Second || s.Postgres.Table != "documents" {
 		t.Fatalf("defaults not applied: %+v", s)
 	}

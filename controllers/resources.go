@@ -107,6 +107,7 @@ func executorConfig(p *docexecv1.DocExecutorPool) ([]byte, error) {
 	}
 	c.Postgres.Table = s.Postgres.Table
 	c.Batch.Size = int(s.Batch.Size)
+	c.Batch.MaxBytes = int(s.Batch.MaxBytes)
 	c.Batch.MaxWait = duration(s.Batch.MaxWait)
 	c.Sync.Interval = duration(s.Sync.Interval)
 	c.Sync.BatchSize = int(s.Sync.BatchSize)

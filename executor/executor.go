@@ -36,6 +36,7 @@ import (
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/memlimit"
 	"github.com/docexec/docexec/internal/redact"
 )
 
@@ -68,6 +69,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
 	klog.SetSlogLogger(log) // client-go's election logs, in the same format
+	log.Info("Go heap's soft memory limit", "limit", memlimit.Set())
 	err = run(ctx, cfg, log)
 	switch {
 	case errors.Is(err, ErrConfig):
@@ -382,7 +384,7 @@ func NewPipeline(cfg config.Config, deps pipeline.Deps) (*pipeline.Executor, err
 		Pool: cfg.Pool, Partition: cfg.Partition,
 		InputTopic: cfg.Kafka.InputTopic, OutputTopic: cfg.Kafka.OutputTopic, DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
 		Group: cfg.Kafka.Group, StartOffset: cfg.Kafka.StartOffset,
-		BatchSize: cfg.Batch.Size, BatchWait: time.Duration(cfg.Batch.MaxWait),
+		BatchSize: cfg.Batch.Size, BatchBytes: cfg.Batch.MaxBytes, BatchWait: time.Duration(cfg.Batch.MaxWait),
 		SyncInterval: time.Duration(cfg.Sync.Interval), SyncBatch: cfg.Sync.BatchSize,
 		ShutdownTimeout: time.Duration(cfg.ShutdownTimeout),
 	}, deps), nil

@@ -26,6 +26,7 @@ import (
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
 	"github.com/docexec/docexec/executor"
+	"github.com/docexec/docexec/internal/memlimit"
 )
 
 // DefaultImage is the executor image of pools that name none, unless
@@ -61,6 +62,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts), zap.WriteTo(stderr)))
 	log := ctrl.Log.WithName("manager")
+	log.Info("Go heap's soft memory limit", "limit", memlimit.Set())
 	stopping := func() bool { return ctx.Err() != nil }
 
 	cfg, err := ctrl.GetConfig()

@@ -158,6 +158,13 @@ type BatchSpec struct {
 	// +kubebuilder:validation:Maximum=10000
 	// +optional
 	Size int32 `json:"size,omitempty"`
+	// MaxBytes is the most bytes of message values in one batch (a larger
+	// message is a batch of its own): it bounds the executor's memory when
+	// documents are large.
+	// +kubebuilder:default=4194304
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxBytes int32 `json:"maxBytes,omitempty"`
 	// MaxWait is the longest wait to fill a batch.
 	// +kubebuilder:default="20ms"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="batch.maxWait must be positive"

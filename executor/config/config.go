@@ -86,8 +86,9 @@ type Postgres struct {
 
 // Batch bounds a processing batch.
 type Batch struct {
-	Size    int      `json:"size"`
-	MaxWait Duration `json:"maxWait"`
+	Size     int      `json:"size"`
+	MaxBytes int      `json:"maxBytes"`
+	MaxWait  Duration `json:"maxWait"`
 }
 
 // Sync configures the sync to PostgreSQL.
@@ -125,7 +126,7 @@ const (
 func Default() Config {
 	return Config{
 		Kafka:           Kafka{Config: kafka.Config{Compression: kafka.DefaultCompression}, Format: codec.FormatJSON, StartOffset: kafka.Earliest},
-		Batch:           Batch{Size: pipeline.DefaultBatchSize, MaxWait: Duration(pipeline.DefaultBatchWait)},
+		Batch:           Batch{Size: pipeline.DefaultBatchSize, MaxBytes: pipeline.DefaultBatchBytes, MaxWait: Duration(pipeline.DefaultBatchWait)},
 		Sync:            Sync{Interval: Duration(pipeline.DefaultSyncInterval), BatchSize: syncer.DefaultBatchSize},
 		Leader:          Leader{LeaseDuration: Duration(5 * time.Second), RenewDeadline: Duration(3 * time.Second), RetryPeriod: Duration(time.Second)},
 		ShutdownTimeout: Duration(pipeline.DefaultShutdownTimeout),
@@ -219,6 +220,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Postgres.DSN, "postgres.dsn", c.Postgres.DSN, "PostgreSQL DSN (prefer the environment)")
 	fs.StringVar(&c.Postgres.Table, "postgres.table", c.Postgres.Table, "documents table (default documents)")
 	fs.IntVar(&c.Batch.Size, "batch.size", c.Batch.Size, "messages per batch at most")
+	fs.IntVar(&c.Batch.MaxBytes, "batch.maxBytes", c.Batch.MaxBytes, "bytes of message values per batch at most (a larger message is a batch of its own)")
 	fs.Var(&c.Batch.MaxWait, "batch.maxWait", "longest wait to fill a batch")
 	fs.Var(&c.Sync.Interval, "sync.interval", "time between syncs to PostgreSQL")
 	fs.IntVar(&c.Sync.BatchSize, "sync.batchSize", c.Sync.BatchSize, "states per PostgreSQL transaction")
@@ -291,6 +293,7 @@ func (c Config) Validate() error {
 		}
 	}
 	check(c.Batch.Size > 0, "batch.size", "must be positive")
+	check(c.Batch.MaxBytes > 0, "batch.maxBytes", "must be positive")
 	check(c.Batch.MaxWait > 0, "batch.maxWait", "must be positive")
 	check(c.Sync.Interval > 0, "sync.interval", "must be positive")
 	check(c.Sync.BatchSize > 0, "sync.batchSize", "must be positive")

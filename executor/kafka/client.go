@@ -29,7 +29,8 @@ func Connect(cfg Config) (*Client, error) {
 	// Asking about a topic must never create it (a typo would become a
 	// one-partition topic).
 	sc.Metadata.AllowAutoTopicCreation = false
-	sc.ChannelBufferSize = 1024
+	// Messages read ahead of the pipeline; of web pages, 256 are some 7 MB.
+	sc.ChannelBufferSize = 256
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/IBM/sarama"
 )
@@ -12,6 +13,16 @@ import (
 // DecodeMessages reads back: what a batch will publish, kept (in Redis) until
 // Kafka committed it, so that a new leader publishes exactly that.
 func AppendMessages(b []byte, msgs []Message) []byte {
+	// Grown once: a batch of web pages is megabytes, and growing by
+	// doubling would allocate it about twice over.
+	size := binary.MaxVarintLen64
+	for _, m := range msgs {
+		size += len(m.Topic) + len(m.Key) + len(m.Value) + 5*binary.MaxVarintLen64
+		for _, h := range m.Headers {
+			size += len(h.Key) + len(h.Value) + 2*binary.MaxVarintLen64
+		}
+	}
+	b = slices.Grow(b, size)
 	b = binary.AppendUvarint(b, uint64(len(msgs)))
 	for _, m := range msgs {
 		b = appendBytes(b, []byte(m.Topic))

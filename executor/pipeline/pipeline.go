@@ -48,6 +48,7 @@ import (
 // Defaults for Options' zero values.
 const (
 	DefaultBatchSize       = 500
+	DefaultBatchBytes      = 4 << 20
 	DefaultBatchWait       = 20 * time.Millisecond
 	DefaultSyncInterval    = time.Second
 	DefaultShutdownTimeout = 20 * time.Second
@@ -73,10 +74,15 @@ type Options struct {
 	Group string
 	// StartOffset is where a partition that never ran starts.
 	StartOffset kafka.StartOffset
-	// BatchSize and BatchWait bound a batch: it closes when full or
-	// BatchWait after its first message.
-	BatchSize int
-	BatchWait time.Duration
+	// BatchSize, BatchBytes and BatchWait bound a batch: it closes when it
+	// holds BatchSize messages or BatchBytes of their values (a larger
+	// message is a batch of its own), or BatchWait after its first message.
+	// The bytes bound what a batch holds in memory at each of its steps:
+	// 500 web pages can be 15 MB, and copies of a batch are kept while it is
+	// merged, written to Redis and published.
+	BatchSize  int
+	BatchBytes int
+	BatchWait  time.Duration
 	// SyncInterval is the time between sync passes; SyncBatch the states
 	// per PostgreSQL transaction.
 	SyncInterval time.Duration
@@ -121,6 +127,9 @@ type Executor struct {
 func New(opts Options, deps Deps) *Executor {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = DefaultBatchBytes
 	}
 	if opts.BatchWait <= 0 {
 		opts.BatchWait = DefaultBatchWait
@@ -529,6 +538,7 @@ type processor struct {
 // hand) or ctx ends (then it drops it).
 func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Reader, out chan<- batch) error {
 	pending := make([]*sarama.ConsumerMessage, 0, p.opts.BatchSize)
+	bytes := 0 // of pending's values
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	flush := func() error {
@@ -539,7 +549,7 @@ func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Re
 		if err != nil {
 			return err
 		}
-		pending = pending[:0]
+		pending, bytes = pending[:0], 0
 		select {
 		case out <- b:
 			return nil
@@ -566,7 +576,8 @@ func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Re
 				timer.Reset(p.opts.BatchWait)
 			}
 			pending = append(pending, m)
-			if len(pending) < p.opts.BatchSize {
+			bytes += len(m.Value)
+			if len(pending) < p.opts.BatchSize && bytes < p.opts.BatchBytes {
 				continue
 			}
 			timer.Stop()

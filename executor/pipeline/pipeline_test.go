@@ -49,6 +49,9 @@ type harness struct {
 	dsn    string
 	opts   pipeline.Options
 	inputs [][]byte // every input value, in offset order
+	// metrics is where the harness's executors count; a fresh registry.
+	metrics    *prometheus.Registry
+	registered *metrics.Metrics
 }
 
 func newHarness(t *testing.T) *harness {
@@ -79,7 +82,8 @@ func newHarnessOn(t *testing.T, brokers []string) *harness {
 	}
 	return &harness{t: t, cfg: cfg, client: client, producer: producer, redis: testenv.Redis(t), store: st, dsn: dsn,
 		opts: pipeline.Options{Pool: fmt.Sprintf("p%x", rand.Uint64()), InputTopic: "in", OutputTopic: "out", DeadLetterTopic: "dlq",
-			Group: "g", BatchSize: 64, SyncInterval: 50 * time.Millisecond}}
+			Group: "g", BatchSize: 64, SyncInterval: 50 * time.Millisecond},
+		metrics: prometheus.NewRegistry()}
 }
 
 func (h *harness) produce(values ...[]byte) {
@@ -100,9 +104,33 @@ func (h *harness) executor() *pipeline.Executor {
 	return pipeline.New(h.opts, pipeline.Deps{
 		KafkaConfig: h.cfg, Kafka: h.client, Store: h.storeOrDown(), Codec: json,
 		State:   state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: h.opts.Partition}),
-		Metrics: metrics.New(prometheus.NewRegistry()).Partition(h.opts.Pool, h.opts.Partition),
+		Metrics: h.partitionMetrics(),
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+}
+
+// partitionMetrics registers the executor metrics once and returns the
+// partition's.
+func (h *harness) partitionMetrics() *metrics.Partition {
+	if h.registered == nil {
+		h.registered = metrics.New(h.metrics)
+	}
+	return h.registered.Partition(h.opts.Pool, h.opts.Partition)
+}
+
+// batches returns how many batches the harness's executors processed.
+func (h *harness) batches() uint64 {
+	h.t.Helper()
+	families, err := h.metrics.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "docexec_batch_duration_seconds" {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
 }
 
 // start runs an executor until the returned stop is called; stop returns
@@ -293,6 +321,27 @@ func TestAStreamIsMergedPublishedAndSynced(t *testing.T) {
 	if err != nil || !found || mark.Offset != int64(len(h.inputs)) {
 		t.Fatalf("watermark %+v (found %v, %v), want offset %d", mark, found, err, len(h.inputs))
 	}
+}
+
+func TestBatchesAreBoundedByTheBytesOfTheirMessages(t *testing.T) {
+	h := newHarness(t)
+	h.opts.BatchBytes = 100 << 10
+	h.opts.BatchWait = time.Hour // only the bounds close a batch
+	text := strings.Repeat("x", 20<<10)
+	for i := range 40 {
+		h.produce(fmt.Appendf(nil, `{"url":"https://example.com/%d","fetchTime":1,"text":%q}`, i, text))
+	}
+	h.produce(fmt.Appendf(nil, `{"url":"https://example.com/big","fetchTime":1,"text":%q}`, strings.Repeat("y", 300<<10)))
+	h.produce(updates(63, 10, 1)...) // and a last batch the count closes
+	h.produce(updates(1, 10, 2)...)
+	h.runToEnd()
+	// Each 20 KB message takes a batch to ~20.5 KB more: the fifth closes it.
+	// The large one is a batch of its own, then 64 small ones make one.
+	if got := h.batches(); got != 40/5+1+1 {
+		t.Fatalf("%d batches, want 10: 8 of five 20 KB messages, the 300 KB one alone, the 64 small ones", got)
+	}
+	_, final := h.reference()
+	h.checkStored(final)
 }
 
 func TestARestartedExecutorGoesOnWhereTheLastStopped(t *testing.T) {

@@ -83,7 +83,7 @@ var (
 
 // DefaultCacheBytes bounds the leader's cache of states when
 // Options.CacheBytes is zero.
-const DefaultCacheBytes = 32 << 20
+const DefaultCacheBytes = 16 << 20
 
 // Options says whose state this is.
 type Options struct {

@@ -29,6 +29,16 @@ import (
 // DefaultBatchSize is the number of states per transaction.
 const DefaultBatchSize = 1000
 
+// PageBytes is about the most bytes of states one transaction carries:
+// pages of large documents hold fewer states (the size of the last page
+// sets the next one's count), so that a page's copies in memory (read from
+// Redis, encoded for PostgreSQL) stay a few times this.
+const PageBytes = 4 << 20
+
+// firstPageStates is the count of the first page, whose states' size is not
+// known yet: 64 web pages of up to a megabyte are bearable.
+const firstPageStates = 64
+
 // Store is the durable copy (store.Store).
 type Store interface {
 	Save(ctx context.Context, states []document.Document, mark *store.Watermark) error
@@ -53,6 +63,9 @@ type Syncer struct {
 	// synced is the watermark last written, when hasSynced.
 	synced    int64
 	hasSynced bool
+	// pageStates is the states to read in the next page, from the bytes of
+	// the last; 0 before any (then firstPageStates).
+	pageStates int
 }
 
 // Pass syncs everything that changed up to now and advances the watermark.
@@ -64,16 +77,13 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	if err != nil || !hasApplied {
 		return 0, err
 	}
-	limit := s.Batch
-	if limit <= 0 {
-		limit = DefaultBatchSize
-	}
 	rows := 0
 	for {
-		page, last, err := s.State.SyncPage(ctx, epoch, limit)
+		page, last, err := s.State.SyncPage(ctx, epoch, s.nextPageStates())
 		if err != nil {
 			return rows, err
 		}
+		s.sized(page)
 		var mark *store.Watermark
 		if last && (len(page) > 0 || !s.hasSynced || s.synced != applied) {
 			mark = &store.Watermark{Pool: s.Pool, Partition: s.Part, Offset: applied, Epoch: epoch}
@@ -95,6 +105,30 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	}
 	s.Metrics.SyncSeconds.Observe(time.Since(started).Seconds())
 	return rows, nil
+}
+
+// nextPageStates is how many states the next page reads: Batch, or fewer
+// when states are large.
+func (s *Syncer) nextPageStates() int {
+	limit := s.Batch
+	if limit <= 0 {
+		limit = DefaultBatchSize
+	}
+	if s.pageStates > 0 {
+		return min(limit, s.pageStates)
+	}
+	return min(limit, firstPageStates)
+}
+
+// sized learns from a page how many states fit PageBytes.
+func (s *Syncer) sized(page []document.Document) {
+	bytes := 0
+	for _, d := range page {
+		bytes += len(d.URL) + len(d.Text)
+	}
+	if len(page) > 0 && bytes > 0 {
+		s.pageStates = max(1, PageBytes*len(page)/bytes)
+	}
 }
 
 // save stores a page and the watermark in one transaction. When PostgreSQL

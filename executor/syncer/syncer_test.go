@@ -115,6 +115,60 @@ func TestAPassStoresEachDirtyStateOnce(t *testing.T) {
 	}
 }
 
+// pages is a store that remembers the bytes of each page it saved.
+type pages struct {
+	*store.Store
+	bytes []int
+}
+
+func (s *pages) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
+	n := 0
+	for _, d := range states {
+		n += len(d.URL) + len(d.Text)
+	}
+	s.bytes = append(s.bytes, n)
+	return s.Store.Save(ctx, states, mark)
+}
+
+func TestPagesOfLargeStatesHoldFewerOfThem(t *testing.T) {
+	f := newFixture(t)
+	updates := make([]state.Update, 100)
+	for i := range updates {
+		updates[i] = state.Update{Emit: state.EmitNever, Doc: document.Document{URL: fmt.Sprintf("u%d", i), FetchTime: 1,
+			Text: strings.Repeat("w", syncer.PageBytes/20)}}
+	}
+	f.next = 100
+	if _, err := f.state.Apply(context.Background(), f.epoch, updates[:50], 50, nil); err != nil {
+		t.Fatal(err)
+	}
+	saved := &pages{Store: f.store}
+	s := f.syncer(saved)
+	if _, err := s.Pass(context.Background(), f.epoch); err != nil {
+		t.Fatal(err)
+	}
+	// The first page knows no sizes yet. From then on pages hold about
+	// PageBytes.
+	if _, err := f.state.Apply(context.Background(), f.epoch, updates[50:], 100, nil); err != nil {
+		t.Fatal(err)
+	}
+	saved.bytes = nil
+	if _, err := s.Pass(context.Background(), f.epoch); err != nil {
+		t.Fatal(err)
+	}
+	if len(saved.bytes) < 2 {
+		t.Fatalf("50 states of %d KB synced in %d pages, want pages of about %d KB", syncer.PageBytes/20>>10, len(saved.bytes), syncer.PageBytes>>10)
+	}
+	for _, b := range saved.bytes {
+		if b > syncer.PageBytes+syncer.PageBytes/20 {
+			t.Fatalf("a page of %d bytes, want at most about %d", b, syncer.PageBytes)
+		}
+	}
+	stored, err := f.store.Load(context.Background(), []string{"u0", "u99"})
+	if err != nil || len(stored) != 2 {
+		t.Fatalf("stored %d of u0 and u99 (%v)", len(stored), err)
+	}
+}
+
 // failing is a store whose Save fails on call number failAt, before or
 // after the real Save committed (a crash, or a lost acknowledgement).
 type failing struct {

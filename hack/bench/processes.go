@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +27,11 @@ type executorRun struct {
 	// exited is closed when the process has ended, err then says how.
 	exited chan struct{}
 	err    error
+	// anon is the largest anonymous RSS seen (sampled every 50 ms while it
+	// runs): the heap and stacks, without the binary's code mapped from
+	// its file; sampled is closed when sampling ended.
+	anon    atomic.Int64
+	sampled chan struct{}
 }
 
 // startExecutor starts `docexec executor` for a partition of topic as pool,
@@ -52,12 +57,30 @@ func startExecutor(ctx context.Context, s servers, cfg kafka.Config, topic strin
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the executor: %w", err)
 	}
-	e := &executorRun{cmd: cmd, listen: listen, pool: pool, topic: topic, exited: make(chan struct{})}
+	e := &executorRun{cmd: cmd, listen: listen, pool: pool, topic: topic, exited: make(chan struct{}), sampled: make(chan struct{})}
 	go func() {
 		defer close(e.exited)
 		e.err = cmd.Wait()
 	}()
+	go e.sampleAnon()
 	return e, nil
+}
+
+// sampleAnon records the process's anonymous RSS until it exits.
+func (e *executorRun) sampleAnon() {
+	defer close(e.sampled)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if kb, err := statusKB(e.cmd.Process.Pid, "RssAnon"); err == nil && kb<<10 > e.anon.Load() {
+			e.anon.Store(kb << 10)
+		}
+		select {
+		case <-e.exited:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // stop ends the executor with SIGTERM (its last sync included) and returns
@@ -67,6 +90,7 @@ func (e *executorRun) stop() (time.Duration, error) {
 		return 0, err
 	}
 	<-e.exited
+	<-e.sampled
 	if e.err != nil {
 		return 0, fmt.Errorf("executor exit: %w", e.err)
 	}
@@ -77,6 +101,7 @@ func (e *executorRun) stop() (time.Duration, error) {
 func (e *executorRun) kill() {
 	e.cmd.Process.Kill() //nolint:errcheck // it may be gone
 	<-e.exited
+	<-e.sampled
 }
 
 // gone returns an error when the executor has exited.
@@ -211,17 +236,23 @@ func busyTicks() (int64, error) {
 	return busy, nil
 }
 
-// peakRSS reads VmHWM of a running process, in bytes.
+// peakRSS reads VmHWM of a running process, in bytes: its peak RSS, the
+// binary's code mapped from its file included.
 func peakRSS(pid int) (int64, error) {
+	kb, err := statusKB(pid, "VmHWM")
+	return kb << 10, err
+}
+
+// statusKB reads a field of /proc/PID/status, in kB.
+func statusKB(pid int, field string) (int64, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 		}
 	}
-	return 0, errors.New("no VmHWM")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }

@@ -24,6 +24,7 @@ type executorResult struct {
 	busy       float64 // share of the machine's cores in use
 	redisBusy  float64 // share of one core that Redis used
 	rss        int64   // the largest peak RSS of one executor
+	anon       int64   // the largest peak anonymous RSS of one executor
 	lag        time.Duration
 	commands   string
 	timings    string // of a one-partition run
@@ -111,6 +112,7 @@ func runExecutors(ctx context.Context, s servers, r redisServers, cfg kafka.Conf
 			return res, err
 		}
 		res.rss = max(res.rss, rss)
+		res.anon = max(res.anon, e.anon.Load())
 		cpu, err := e.stop()
 		if err != nil {
 			return res, err

@@ -161,7 +161,7 @@ type BatchSpec struct {
 	// MaxBytes is the most bytes of message values in one batch (a larger
 	// message is a batch of its own): it bounds the executor's memory when
 	// documents are large.
-	// +kubebuilder:default=4194304
+	// +kubebuilder:default=2097152
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxBytes int32 `json:"maxBytes,omitempty"`

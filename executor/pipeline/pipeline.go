@@ -48,7 +48,7 @@ import (
 // Defaults for Options' zero values.
 const (
 	DefaultBatchSize       = 500
-	DefaultBatchBytes      = 4 << 20
+	DefaultBatchBytes      = 2 << 20
 	DefaultBatchWait       = 20 * time.Millisecond
 	DefaultSyncInterval    = time.Second
 	DefaultShutdownTimeout = 20 * time.Second

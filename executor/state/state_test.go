@@ -354,7 +354,7 @@ func TestAWipedPartitionIsReportedLostAndReclaimedAboveTheFloor(t *testing.T) {
 		testenv.WipePool(t, c, pool)
 		for name, call := range map[string]func() error{
 			"begin sync": func() error { _, _, _, err := s.BeginSync(ctx, epoch); return err },
-			"sync page":  func() error { _, _, err := s.SyncPage(ctx, epoch, 10); return err },
+			"sync page":  func() error { _, _, err := s.SyncPage(ctx, epoch, 10, 0); return err },
 			"mark clean": func() error { return s.MarkClean(ctx, epoch, []document.Document{{URL: "u"}}) },
 		} {
 			if err := call(); !errors.Is(err, state.ErrLost) {
@@ -403,7 +403,7 @@ func TestASyncPassTakesEveryChangeBeforeItAndNoneAfter(t *testing.T) {
 		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "b", FetchTime: 2}), 3, nil); err != nil {
 			t.Fatal(err)
 		}
-		page, last, err := s.SyncPage(ctx, epoch, 10)
+		page, last, err := s.SyncPage(ctx, epoch, 10, 0)
 		if err != nil || !last || len(page) != 2 {
 			t.Fatalf("page %+v (last %v), %v; want both urls", page, last, err)
 		}
@@ -415,7 +415,7 @@ func TestASyncPassTakesEveryChangeBeforeItAndNoneAfter(t *testing.T) {
 		if err != nil || applied != 3 || pending != 1 {
 			t.Fatalf("next pass: applied %d, pending %d, %v; want 3 and b", applied, pending, err)
 		}
-		page, last, err = s.SyncPage(ctx, epoch, 10)
+		page, last, err = s.SyncPage(ctx, epoch, 10, 0)
 		if err != nil || !last || len(page) != 1 || page[0].URL != "b" || page[0].FetchTime != 2 {
 			t.Fatalf("page %+v, %v; want b at fetchTime 2", page, err)
 		}
@@ -428,7 +428,7 @@ func TestAFailedPassLeavesItsUrlsForTheNext(t *testing.T) {
 		s, epoch, _ := fresh(t, c, true)
 		var docs []document.Document
 		for i := range 5 {
-			docs = append(docs, document.Document{URL: fmt.Sprint(i), FetchTime: 1})
+			docs = append(docs, document.Document{URL: fmt.Sprint(i), FetchTime: 1, Text: "xx"})
 		}
 		if _, err := s.Apply(ctx, epoch, changed(docs...), 5, nil); err != nil {
 			t.Fatal(err)
@@ -436,9 +436,17 @@ func TestAFailedPassLeavesItsUrlsForTheNext(t *testing.T) {
 		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
 			t.Fatal(err)
 		}
-		page, last, err := s.SyncPage(ctx, epoch, 2)
+		page, last, err := s.SyncPage(ctx, epoch, 2, 0)
 		if err != nil || last || len(page) != 2 {
 			t.Fatalf("page %+v (last %v), %v; want 2 of 5", page, last, err)
+		}
+		// A byte bound ends a page with the state that reaches it: the
+		// first text (2 bytes) reaches 1 byte, two of them 3.
+		if bounded, last, err := s.SyncPage(ctx, epoch, 3, 1); err != nil || last || len(bounded) != 1 {
+			t.Fatalf("page %+v (last %v), %v; want 1 of 3 under a bound of 1 byte", bounded, last, err)
+		}
+		if bounded, last, err := s.SyncPage(ctx, epoch, 3, 3); err != nil || last || len(bounded) != 2 {
+			t.Fatalf("page %+v (last %v), %v; want 2 of 3 under a bound of 3 bytes", bounded, last, err)
 		}
 		if err := s.MarkClean(ctx, epoch, page); err != nil {
 			t.Fatal(err)
@@ -466,7 +474,7 @@ func TestAFencedSyncerCannotMarkClean(t *testing.T) {
 		if _, _, _, err := s.BeginSync(ctx, old); err != nil {
 			t.Fatal(err)
 		}
-		page, _, err := s.SyncPage(ctx, old, 10)
+		page, _, err := s.SyncPage(ctx, old, 10, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -514,7 +522,7 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 	if _, _, _, err := s.BeginSync(ctx, claim.Epoch); err != nil {
 		t.Fatal(err)
 	}
-	page, _, err := s.SyncPage(ctx, claim.Epoch, 10)
+	page, _, err := s.SyncPage(ctx, claim.Epoch, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,9 +35,10 @@ func (s *State) BeginSync(ctx context.Context, epoch uint64) (applied int64, has
 	return applied, hasApplied, pending, nil
 }
 
-// SyncPage returns the states of up to limit urls set aside by BeginSync;
-// last says that no others are left.
-func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states []document.Document, last bool, err error) {
+// SyncPage returns the states of up to limit urls set aside by BeginSync,
+// fewer once their texts reach maxBytes (0: no bound; the state that
+// crosses it is included); last says that no others are left.
+func (s *State) SyncPage(ctx context.Context, epoch uint64, limit, maxBytes int) (states []document.Document, last bool, err error) {
 	urls, err := s.client.Do(ctx, s.client.B().Srandmember().Key(s.syncingKey).Count(int64(limit)).Build()).AsStrSlice()
 	if err != nil {
 		return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
@@ -50,7 +51,7 @@ func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states [
 	for _, url := range urls {
 		keys = append(keys, s.textKey(url))
 	}
-	res, err := syncPageScript.Exec(ctx, s.client, keys, []string{strconv.FormatUint(epoch, 10)}).ToArray()
+	res, err := syncPageScript.Exec(ctx, s.client, keys, []string{strconv.FormatUint(epoch, 10), strconv.Itoa(maxBytes)}).ToArray()
 	if err != nil {
 		return nil, false, s.classify("read states to sync", err)
 	}
@@ -60,10 +61,11 @@ func (s *State) SyncPage(ctx context.Context, epoch uint64, limit int) (states [
 	}
 	numbers, err1 := res[1].AsStrSlice()
 	texts, err2 := res[2].AsStrSlice()
-	if err1 != nil || err2 != nil || len(numbers) != len(urls) || len(texts) != len(urls) {
+	if err1 != nil || err2 != nil || len(numbers) != len(texts) || len(numbers) > len(urls) || (len(numbers) == 0 && len(urls) > 0) {
 		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
 			s.opts.Partition, len(numbers), len(texts), len(urls), err1, err2)
 	}
+	urls = urls[:len(numbers)] // the first ones, within maxBytes
 	states = make([]document.Document, len(urls))
 	for i := range urls {
 		states[i] = document.Document{URL: urls[i], Text: texts[i]}

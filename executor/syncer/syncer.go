@@ -29,11 +29,12 @@ import (
 // DefaultBatchSize is the number of states per transaction.
 const DefaultBatchSize = 1000
 
-// PageBytes is about the most bytes of states one transaction carries:
-// pages of large documents hold fewer states (the size of the last page
-// sets the next one's count), so that a page's copies in memory (read from
-// Redis, encoded for PostgreSQL) stay a few times this.
-const PageBytes = 4 << 20
+// PageBytes is about the most bytes of texts one transaction carries: a
+// page ends with the state whose text reaches it, so that a page's copies
+// in memory (read from Redis, encoded for PostgreSQL) stay a few times
+// this. The bytes of the last page also set how many urls the next one
+// asks Redis for.
+const PageBytes = 2 << 20
 
 // firstPageStates is the count of the first page, whose states' size is not
 // known yet: 64 web pages of up to a megabyte are bearable.
@@ -79,7 +80,7 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	}
 	rows := 0
 	for {
-		page, last, err := s.State.SyncPage(ctx, epoch, s.nextPageStates())
+		page, last, err := s.State.SyncPage(ctx, epoch, s.nextPageStates(), PageBytes)
 		if err != nil {
 			return rows, err
 		}

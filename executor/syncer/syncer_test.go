@@ -132,41 +132,31 @@ func (s *pages) Save(ctx context.Context, states []document.Document, mark *stor
 
 func TestPagesOfLargeStatesHoldFewerOfThem(t *testing.T) {
 	f := newFixture(t)
-	updates := make([]state.Update, 100)
-	for i := range updates {
-		updates[i] = state.Update{Emit: state.EmitNever, Doc: document.Document{URL: fmt.Sprintf("u%d", i), FetchTime: 1,
-			Text: strings.Repeat("w", syncer.PageBytes/20)}}
-	}
-	f.next = 100
-	if _, err := f.state.Apply(context.Background(), f.epoch, updates[:50], 50, nil); err != nil {
-		t.Fatal(err)
-	}
-	saved := &pages{Store: f.store}
-	s := f.syncer(saved)
-	if _, err := s.Pass(context.Background(), f.epoch); err != nil {
-		t.Fatal(err)
-	}
-	// The first page knows no sizes yet. From then on pages hold about
-	// PageBytes.
-	if _, err := f.state.Apply(context.Background(), f.epoch, updates[50:], 100, nil); err != nil {
-		t.Fatal(err)
-	}
-	saved.bytes = nil
-	if _, err := s.Pass(context.Background(), f.epoch); err != nil {
-		t.Fatal(err)
-	}
-	if len(saved.bytes) < 2 {
-		t.Fatalf("50 states of %d KB synced in %d pages, want pages of about %d KB", syncer.PageBytes/20>>10, len(saved.bytes), syncer.PageBytes>>10)
-	}
-	for _, b := range saved.bytes {
-		if b > syncer.PageBytes+syncer.PageBytes/20 {
-			t.Fatalf("a page of %d bytes, want at most about %d", b, syncer.PageBytes)
+	text := strings.Repeat("w", syncer.PageBytes/20)
+	for _, half := range [][2]int{{0, 50}, {50, 100}} { // a second pass knows the sizes
+		updates := make([]state.Update, 0, 50)
+		for i := range half[1] - half[0] {
+			updates = append(updates, state.Update{Emit: state.EmitNever, Doc: document.Document{URL: fmt.Sprintf("u%d", half[0]+i), FetchTime: 1, Text: text}})
+		}
+		f.next += 50
+		if _, err := f.state.Apply(context.Background(), f.epoch, updates, f.next, nil); err != nil {
+			t.Fatal(err)
+		}
+		saved := &pages{Store: f.store}
+		if _, err := f.syncer(saved).Pass(context.Background(), f.epoch); err != nil {
+			t.Fatal(err)
+		}
+		// Batch is 100: a page by count alone would be all 50, 10 MB.
+		if len(saved.bytes) < 2 {
+			t.Fatalf("50 states of %d KB synced in %d pages, want pages of about %d KB", len(text)>>10, len(saved.bytes), syncer.PageBytes>>10)
+		}
+		for _, b := range saved.bytes {
+			if b > syncer.PageBytes+len(text)+64 {
+				t.Fatalf("a page of %d bytes, want at most %d and the state that crosses it", b, syncer.PageBytes)
+			}
 		}
 	}
-	stored, err := f.store.Load(context.Background(), []string{"u0", "u99"})
-	if err != nil || len(stored) != 2 {
-		t.Fatalf("stored %d of u0 and u99 (%v)", len(stored), err)
-	}
+	f.check(t, 100, 1)
 }
 
 // failing is a store whose Save fails on call number failAt, before or

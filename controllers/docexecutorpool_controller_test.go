@@ -225,27 +225,8 @@ func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
 	var cm corev1.ConfigMap
 	e.mustGet(&cm, "docs-config")
 	ownedBy(t, &cm, p)
-	file := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(file, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	envOf := map[string]string{}
-	for _, v := range c.Env {
-		switch {
-		case v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil:
-			// Parseable as a DSN, since the executor checks that one is.
-			envOf[v.Name] = "postgres://from-secret-" + v.ValueFrom.SecretKeyRef.Name
-		case v.ValueFrom != nil && v.ValueFrom.FieldRef != nil:
-			envOf[v.Name] = "pod-" + v.ValueFrom.FieldRef.FieldPath
-		case v.ValueFrom == nil:
-			envOf[v.Name] = v.Value
-		}
-	}
-	cfg, err := config.Load(append(slices.Clone(c.Args[1:]), "--config", file), func(k string) string { return envOf[k] })
-	if err != nil {
-		t.Fatalf("the pod's configuration does not load: %v\n%s", err, cm.Data["config.yaml"])
-	}
-	if cfg.Partition != 1 || cfg.Pool != "docs" || cfg.Postgres.DSN != "postgres://from-secret-pg" || cfg.Redis.Password != "postgres://from-secret-redis" ||
+	cfg := e.executorConfig(c)
+	if cfg.Partition != 1 || cfg.Pool != e.ns+"/docs" || cfg.Kafka.Group != "docexec-"+e.ns+"/docs" || cfg.Postgres.DSN != "postgres://from-secret-pg" || cfg.Redis.Password != "postgres://from-secret-redis" ||
 		cfg.Leader.Lease != "docs-p1" || cfg.Leader.Namespace != "pod-metadata.namespace" || cfg.Leader.Identity != "pod-metadata.name" ||
 		time.Duration(cfg.Leader.LeaseDuration) != 5*time.Second {
 		t.Fatalf("executor configuration %+v", cfg)
@@ -424,6 +405,59 @@ func TestTopicsThatCannotServeThePoolDegradeIt(t *testing.T) {
 
 // TestStatusShowsTheLagReadFromKafka commits an offset for the pool's group
 // the way executors do (in a transaction) and reads the lag in status: the
+
+// executorConfig loads the configuration an executor container of the
+// env's pool "docs" gets: its ConfigMap plus its environment, with Secrets
+// and pod fields stood in for.
+func (e *env) executorConfig(c corev1.Container) config.Config {
+	e.t.Helper()
+	var cm corev1.ConfigMap
+	e.mustGet(&cm, "docs-config")
+	file := filepath.Join(e.t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	envOf := map[string]string{}
+	for _, v := range c.Env {
+		switch {
+		case v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil:
+			// Parseable as a DSN, since the executor checks that one is.
+			envOf[v.Name] = "postgres://from-secret-" + v.ValueFrom.SecretKeyRef.Name
+		case v.ValueFrom != nil && v.ValueFrom.FieldRef != nil:
+			envOf[v.Name] = "pod-" + v.ValueFrom.FieldRef.FieldPath
+		case v.ValueFrom == nil:
+			envOf[v.Name] = v.Value
+		}
+	}
+	cfg, err := config.Load(append(slices.Clone(c.Args[1:]), "--config", file), func(k string) string { return envOf[k] })
+	if err != nil {
+		e.t.Fatalf("the pod's configuration does not load: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	return cfg
+}
+
+// TestPoolsOfOneNameInTwoNamespacesShareNothing: two teams' pools "docs" on
+// the same Redis, PostgreSQL and Kafka must not share keys, watermarks, a
+// consumer group or transactional ids (which would fence each other).
+func TestPoolsOfOneNameInTwoNamespacesShareNothing(t *testing.T) {
+	var identities, groups, transactional []string
+	for range 2 {
+		e := newEnv(t, fixedTopics{n: 1})
+		e.reconcile(e.pool("docs", nil))
+		var d appsv1.Deployment
+		e.mustGet(&d, "docs-p0")
+		cfg := e.executorConfig(d.Spec.Template.Spec.Containers[0])
+		identities = append(identities, cfg.Pool)
+		groups = append(groups, cfg.Kafka.Group)
+		transactional = append(transactional, kafka.TransactionalID(cfg.Pool, cfg.Kafka.InputTopic, cfg.Partition))
+	}
+	for _, pair := range [][]string{identities, groups, transactional} {
+		if pair[0] == pair[1] {
+			t.Fatalf("two namespaces' pools share %q (identities %v)", pair[0], identities)
+		}
+	}
+}
+
 // API server carries no lag reports, Kafka already knows.
 func TestStatusShowsTheLagReadFromKafka(t *testing.T) {
 	brokers := testenv.Kafka(t, 2, "updates", "states", "dead")
@@ -450,7 +484,7 @@ func TestStatusShowsTheLagReadFromKafka(t *testing.T) {
 	if end, _ := client.Offset("updates", 1, kafka.Latest); end == 10 {
 		busy = 1
 	}
-	w, err := kafka.NewWriter(kafka.Config{Brokers: brokers}, kafka.WriterOptions{TransactionalID: "t", Group: "docexec-lagging", InputTopic: "updates", Partition: busy})
+	w, err := kafka.NewWriter(kafka.Config{Brokers: brokers}, kafka.WriterOptions{TransactionalID: "t", Group: config.Group(e.ns + "/lagging"), InputTopic: "updates", Partition: busy})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/docexec/docexec/executor/config"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -196,7 +197,7 @@ func (s *clusterSuite) isReadyPodOf(name string, partition int32) bool {
 // then checks the output and PostgreSQL against the oracle.
 func (s *clusterSuite) checkProcessed(partitions int32) {
 	s.t.Helper()
-	checkCommitted(s.cluster, s.svc.brokers, "docexec-"+poolName, partitions, 3*time.Minute)
+	checkCommitted(s.cluster, s.svc.brokers, config.Group(poolNamespace+"/"+poolName), partitions, 3*time.Minute)
 	s.out.checkAgainst(s.cluster, s.in, time.Minute)
 	checkPostgres(s.cluster, s.svc.pg.DSN, s.in, time.Minute)
 	s.t.Logf("%d updates in, %d states out, all at the oracle's states, none backwards", s.in.sent, s.out.count)

@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/internal/docgen"
 )
@@ -60,7 +61,7 @@ func TestTheLeaseHoldsUnderFullLoad(t *testing.T) {
 		defer wg.Done()
 		for ctx.Err() == nil {
 			end, err1 := client.Offset("in", 0, kafka.Latest)
-			committed, _, err2 := client.Committed("docexec-"+f.pool, "in", 0)
+			committed, _, err2 := client.Committed(config.Group(f.pool), "in", 0)
 			if err1 == nil && err2 == nil && end-committed > 5000 {
 				time.Sleep(20 * time.Millisecond)
 				continue

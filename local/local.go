@@ -33,6 +33,7 @@ import (
 
 	"github.com/docexec/docexec/executor"
 	"github.com/docexec/docexec/executor/codec"
+	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/leader"
@@ -198,7 +199,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		for range o.replicas {
 			exec := pipeline.New(pipeline.Options{
 				Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
-				Group: "docexec-" + pool, BatchSize: o.batchSize,
+				Group: config.Group(pool), BatchSize: o.batchSize,
 			}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log, Health: h,
 				State: state.New(redis, state.Options{Pool: pool, Partition: p, PartitionCount: client.PartitionCount(InputTopic)})})
 			executors.Go(func() error { return executor.Lead(execCtx, exec, lock, 100*time.Millisecond, log, h) })
@@ -444,7 +445,7 @@ func waitProcessed(ctx context.Context, client *kafka.Client, partitions int32) 
 			return err
 		}
 		for {
-			off, _, err := client.Committed("docexec-"+pool, InputTopic, p)
+			off, _, err := client.Committed(config.Group(pool), InputTopic, p)
 			if err != nil {
 				return err
 			}

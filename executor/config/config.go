@@ -29,8 +29,10 @@ import (
 
 // Config is everything an executor needs to run one partition.
 type Config struct {
-	// Pool names the DocExecutorPool: it scopes Redis keys, the consumer
-	// group, the transactional id and the PostgreSQL watermark.
+	// Pool is the pool's identity: it scopes Redis keys, the consumer
+	// group, the transactional id and the PostgreSQL watermark. The operator
+	// sets "<namespace>/<name>", so that pools of one name in two namespaces
+	// sharing servers never meet.
 	Pool string `json:"pool"`
 	// Partition is the input partition this executor serves.
 	Partition int32    `json:"partition"`
@@ -180,10 +182,13 @@ func Load(args []string, env func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if cfg.Kafka.Group == "" {
-		cfg.Kafka.Group = "docexec-" + cfg.Pool
+		cfg.Kafka.Group = Group(cfg.Pool)
 	}
 	return cfg, cfg.Validate()
 }
+
+// Group is the consumer group of a pool's executors unless configured.
+func Group(pool string) string { return "docexec-" + pool }
 
 // FlagSet returns the executor's flags, bound to cfg.
 func FlagSet(cfg *Config) *flag.FlagSet {
@@ -194,7 +199,7 @@ func FlagSet(cfg *Config) *flag.FlagSet {
 }
 
 func bind(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Pool, "pool", c.Pool, "pool name (scopes keys, group, transactional id)")
+	fs.StringVar(&c.Pool, "pool", c.Pool, "pool identity (scopes keys, group, transactional id); the operator sets <namespace>/<name>")
 	fs.Var(int32Value{&c.Partition}, "partition", "input partition to serve")
 	fs.Var(listValue{&c.Kafka.Brokers}, "kafka.brokers", "comma-separated Kafka brokers")
 	fs.StringVar(&c.Kafka.Version, "kafka.version", c.Kafka.Version, "Kafka protocol version (default "+kafka.DefaultVersion+")")

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/kafka"
 )
 
@@ -90,7 +91,7 @@ func runExecutors(ctx context.Context, s servers, r redisServers, cfg kafka.Conf
 		}
 		return nil
 	}
-	win, err := watchCommits(ctx, r, client, "docexec-"+pool, w, ends, alive)
+	win, err := watchCommits(ctx, r, client, config.Group(pool), w, ends, alive)
 	profiled.Wait()
 	if err = errors.Join(err, profileErr); err != nil {
 		return res, err

@@ -12,6 +12,15 @@ help: ## Show this help.
 build: ## Build bin/docexec.
 	$(GO) build -o bin/docexec .
 
+KUBECTL ?= kubectl
+.PHONY: install
+install: ## Install the DocExecutorPool CRD into the cluster of the current kubeconfig.
+	$(KUBECTL) apply --server-side -f config/crd/bases
+
+.PHONY: run
+run: ## Run the operator from this machine against the current kubeconfig (after `make install`).
+	$(GO) run . manager
+
 .PHONY: run-local
 run-local: ## Run the local pipeline on the sample input.
 	$(GO) run . local --input examples/updates.jsonl --output -

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/go-logr/logr"
 
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,7 +50,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics (0 disables)")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", true, "elect one active operator among replicas")
-	electionNamespace := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own; needed out of cluster)")
+	electionNamespace := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own, or out of a cluster the kubeconfig context's)")
 	image := fs.String("executor-image", DefaultImage, "executor image of pools that name none")
 	pprofAddr := fs.String("pprof-bind-address", "0", "address of /debug/pprof (0 disables)")
 	opts := zap.Options{}
@@ -69,6 +71,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		log.Error(err, "Found no Kubernetes configuration")
 		return executor.ExitFailed
+	}
+	if *leaderElect && *electionNamespace == "" {
+		if *electionNamespace, err = outOfClusterNamespace(); err != nil {
+			log.Error(err, "Found no namespace for the leader election Lease: set --leader-election-namespace")
+			return executor.ExitFailed
+		}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
@@ -163,4 +171,22 @@ func (s quietSink) WithValues(kv ...any) logr.LogSink {
 
 func (s quietSink) WithName(name string) logr.LogSink {
 	return quietSink{LogSink: s.LogSink.WithName(name), stopping: s.stopping}
+}
+
+// inClusterNamespaceFile is where a pod finds its namespace.
+const inClusterNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// outOfClusterNamespace is where the operator's Lease goes when none is
+// named: in a pod "" (controller-runtime reads the pod's own), on a laptop
+// the kubeconfig context's namespace ("default" when it names none), the
+// way kubectl picks one.
+func outOfClusterNamespace() (string, error) {
+	if _, err := os.Stat(inClusterNamespaceFile); err == nil {
+		return "", nil
+	}
+	ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).Namespace()
+	if err != nil {
+		return "", fmt.Errorf("read the kubeconfig's namespace: %w", err)
+	}
+	return ns, nil
 }

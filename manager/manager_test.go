@@ -76,8 +76,9 @@ func TestAGracefulStopReleasesTheLeaseAndLogsNoError(t *testing.T) {
 	var stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		exit <- manager.Main(ctx, []string{"--leader-elect", "--leader-election-namespace=default",
-			"--metrics-bind-address=0", "--health-probe-bind-address=0"}, &stderr)
+		// Out of a cluster, as on a laptop: the Lease goes to the kubeconfig
+		// context's namespace ("default" here) without a flag for it.
+		exit <- manager.Main(ctx, []string{"--metrics-bind-address=0", "--health-probe-bind-address=0"}, &stderr)
 	}()
 	// Elected and reconciling: a pool gets its status.
 	pool := &docexecv1.DocExecutorPool{ObjectMeta: metav1.ObjectMeta{Name: "docs", Namespace: "default"}, Spec: docexecv1.DocExecutorPoolSpec{

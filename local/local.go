@@ -206,9 +206,11 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		}
 	}
 	log.Info("Local pipeline started", "partitions", partitions, "brokers", kcfg.Brokers)
-	progress := newProgress(stderr, func() string {
+	input := &counting{} // its reader is set once the input is open
+	progress := newProgress(stderr, func() status {
 		c := countAll(parts)
-		return fmt.Sprintf("processed %d, emitted %d, dead-lettered %d", c.in, c.emitted, c.deadLettered)
+		return status{read: input.bytes.Load(), total: input.size.Load(), lines: input.lines.Load(),
+			processed: c.in, emitted: c.emitted, deadLettered: c.deadLettered}
 	})
 	defer progress.stop()
 
@@ -219,12 +221,18 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writ
 		if err != nil {
 			return err
 		}
+		if f, ok := in.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+				input.size.Store(fi.Size())
+			}
+		}
+		input.r = in
 		limit, _, err := client.MaxMessageBytes(InputTopic)
 		if err != nil {
 			closeIn()
 			return err
 		}
-		read, err = feed(failed, kcfg, limit, in, codecJSON, func(line []byte, why string) {
+		read, err = feed(failed, kcfg, limit, input, codecJSON, func(line []byte, why string) {
 			tooLarge.Add(1)
 			deadLetters.write(deadLetterJSON(why, InputTopic, -1, -1, line), true)
 		})

@@ -195,7 +195,7 @@ rules:
 	// The operator, as its ServiceAccount, with its metrics on a free port.
 	metricsAddr, pprofAddr := freeAddr(b), freeAddr(b)
 	operator := c.background("operator", append(os.Environ(), "KUBECONFIG="+c.user(operatorUser, "system:serviceaccounts", "system:serviceaccounts:docexec-system")),
-		buildDocexec(b), "manager", "--leader-elect=false", "--metrics-bind-address="+metricsAddr, "--health-probe-bind-address=0",
+		buildDocexec(b), "manager", "--leader-elect=false", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--health-probe-bind-address=0",
 		"--pprof-bind-address="+pprofAddr)
 	// DOCEXEC_SCALE_PPROF=DIR keeps profiles of the operator there: CPU
 	// over the first 30 s of the pool, the heap once it is ready.

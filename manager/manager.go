@@ -47,7 +47,9 @@ func Scheme() *runtime.Scheme {
 func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics (0 disables)")
+	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of /metrics (0 disables)")
+	metricsSecure := fs.Bool("metrics-secure", true, "serve /metrics over HTTPS to callers the API server authenticates and authorizes (get on the non-resource URL /metrics); false: plain HTTP to anyone")
+	metricsCertDir := fs.String("metrics-cert-dir", "", "directory of tls.crt and tls.key for /metrics (default: a self-signed certificate)")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", true, "elect one active operator among replicas")
 	electionNamespace := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own, or out of a cluster the kubeconfig context's)")
@@ -81,7 +83,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
 		Logger:                  quietStop(ctrl.Log, stopping),
-		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		Metrics:                 metricsOptions(*metricsAddr, *metricsSecure, *metricsCertDir),
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "docexec-operator.docexec.io",
@@ -189,4 +191,17 @@ func outOfClusterNamespace() (string, error) {
 		return "", fmt.Errorf("read the kubeconfig's namespace: %w", err)
 	}
 	return ns, nil
+}
+
+// metricsOptions serves /metrics at addr. Secure, it is HTTPS, and only to
+// callers the API server authenticates and authorizes (authorizedOnly), as
+// kubebuilder's scaffolds do: what the operator reports (pools, partitions,
+// errors) is for the monitoring system, not for every pod of the cluster.
+func metricsOptions(addr string, secure bool, certDir string) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: addr}
+	if secure {
+		o.SecureServing, o.CertDir = true, certDir
+		o.FilterProvider = authorizedOnly
+	}
+	return o
 }

@@ -3,6 +3,10 @@ package manager_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,9 +14,13 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -39,7 +47,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestAGracefulStopReleasesTheLeaseAndLogsNoError(t *testing.T) {
+// controlPlane starts a test API server with the CRD, points KUBECONFIG at
+// it as an admin, and returns a client.
+func controlPlane(t *testing.T) (client.Client, *rest.Config) {
 	if testing.Short() {
 		t.Skip("needs the test control plane")
 	}
@@ -70,15 +80,23 @@ func TestAGracefulStopReleasesTheLeaseAndLogsNoError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return k8s, cfg
+}
 
+// TestTheOperator runs one `docexec manager` (controller-runtime allows one
+// controller of a name per process) from outside the cluster, as on a
+// laptop, and checks it in turn.
+func TestTheOperator(t *testing.T) {
+	k8s, cfg := controlPlane(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	addr := freeAddr(t)
 	var stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		// Out of a cluster, as on a laptop: the Lease goes to the kubeconfig
-		// context's namespace ("default" here) without a flag for it.
-		exit <- manager.Main(ctx, []string{"--metrics-bind-address=0", "--health-probe-bind-address=0"}, &stderr)
+		// The Lease goes to the kubeconfig context's namespace ("default"
+		// here) without a flag for it.
+		exit <- manager.Main(ctx, []string{"--metrics-bind-address=" + addr, "--health-probe-bind-address=0"}, &stderr)
 	}()
 	// Elected and reconciling: a pool gets its status.
 	pool := &docexecv1.DocExecutorPool{ObjectMeta: metav1.ObjectMeta{Name: "docs", Namespace: "default"}, Spec: docexecv1.DocExecutorPoolSpec{
@@ -103,6 +121,11 @@ func TestAGracefulStopReleasesTheLeaseAndLogsNoError(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	t.Run("metrics are served only to callers allowed to read them", func(t *testing.T) {
+		checkMetricsAccess(ctx, t, k8s, cfg, addr)
+	})
+
+	// A graceful stop releases the Lease and logs no error.
 	cancel() // SIGTERM
 	if code := <-exit; code != 0 {
 		t.Fatalf("exit code %d:\n%s", code, stderr.String())
@@ -118,4 +141,80 @@ func TestAGracefulStopReleasesTheLeaseAndLogsNoError(t *testing.T) {
 			t.Errorf("a graceful stop logged an error: %s", line)
 		}
 	}
+}
+
+// checkMetricsAccess checks the operator's HTTPS /metrics at addr: 401
+// without a token or with one the API server does not know, 403 for a
+// ServiceAccount without the right, 200 for one bound to a role that may
+// get /metrics.
+func checkMetricsAccess(ctx context.Context, t *testing.T, k8s client.Client, cfg *rest.Config, addr string) {
+	// A scraper bound to a role that may get /metrics, and a stranger.
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	token := func(name string) string {
+		t.Helper()
+		if err := k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := kube.CoreV1().ServiceAccounts("default").CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	scraper, stranger := token("scraper"), token("stranger")
+	for _, obj := range []client.Object{
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "metrics-reader"}, Rules: []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "scraper-reads-metrics"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "metrics-reader"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "scraper", Namespace: "default"}}},
+	} {
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	httpClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a self-signed certificate, the default
+	get := func(token string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for code, _ := get(scraper); code == 0; code, _ = get(scraper) { // until it listens
+		if time.Now().After(deadline) {
+			t.Fatalf("no HTTPS /metrics on %s", addr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Errorf("without a token: %d, want 401", code)
+	}
+	if code, _ := get("not-a-token"); code != http.StatusUnauthorized {
+		t.Errorf("with a token the API server does not know: %d, want 401", code)
+	}
+	if code, _ := get(stranger); code != http.StatusForbidden {
+		t.Errorf("a service account without the right: %d, want 403", code)
+	}
+	if code, body := get(scraper); code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
+		t.Errorf("the scraper: %d, want 200 and the operator's metrics:\n%.300s", code, body)
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

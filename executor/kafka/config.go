@@ -90,8 +90,11 @@ func (c Config) Validate() error {
 	if c.SASL.Mechanism != "" && !slices.Contains(SASLMechanisms, c.SASL.Mechanism) {
 		return fmt.Errorf("kafka.sasl.mechanism: %q is not one of %v (or empty, for no SASL)", c.SASL.Mechanism, SASLMechanisms)
 	}
-	if c.SASL.Mechanism != "" && (c.SASL.Username == "" || c.SASL.Password == "") {
-		return fmt.Errorf("kafka.sasl: %s needs a username and a password", c.SASL.Mechanism)
+	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
+		return errors.New("kafka.sasl.username: required with kafka.sasl.mechanism")
+	}
+	if c.SASL.Mechanism != "" && c.SASL.Password == "" {
+		return errors.New("kafka.sasl.password: required with kafka.sasl.mechanism (best from DOCEXEC_KAFKA_SASL_PASSWORD)")
 	}
 	if c.Compression != "" && !slices.Contains(Compressions, c.Compression) {
 		return fmt.Errorf("kafka.compression: %q is not one of %v", c.Compression, Compressions)

@@ -192,7 +192,7 @@ func (c Config) idempotentProducer(partitioner sarama.PartitionerConstructor, li
 
 func (t TLS) config() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
-	ca, err := pem(t.CAFile, t.CA)
+	ca, err := pemOf(t.CAFile, t.CA)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: tls CA: %w", err)
 	}
@@ -202,11 +202,11 @@ func (t TLS) config() (*tls.Config, error) {
 			return nil, errors.New("kafka: tls CA: no certificate found")
 		}
 	}
-	cert, err := pem(t.CertFile, t.Cert)
+	cert, err := pemOf(t.CertFile, t.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: tls client certificate: %w", err)
 	}
-	key, err := pem(t.KeyFile, t.Key)
+	key, err := pemOf(t.KeyFile, t.Key)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: tls client key: %w", err)
 	}
@@ -220,8 +220,8 @@ func (t TLS) config() (*tls.Config, error) {
 	return tc, nil
 }
 
-// pem returns the contents of file when named, else held.
-func pem(file string, held []byte) ([]byte, error) {
+// pemOf returns the contents of file when named, else held.
+func pemOf(file string, held []byte) ([]byte, error) {
 	if file == "" {
 		return held, nil
 	}

@@ -177,6 +177,24 @@ func (e *env) mustGet(obj client.Object, name string) {
 	}
 }
 
+// containerEnv is c's environment as the kubelet would set it, with the
+// Secrets' keys that secret returns; a field of the pod is "pod-" and its
+// path.
+func containerEnv(c corev1.Container, secret func(*corev1.SecretKeySelector) string) map[string]string {
+	env := map[string]string{}
+	for _, v := range c.Env {
+		switch {
+		case v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil:
+			env[v.Name] = secret(v.ValueFrom.SecretKeyRef)
+		case v.ValueFrom != nil && v.ValueFrom.FieldRef != nil:
+			env[v.Name] = "pod-" + v.ValueFrom.FieldRef.FieldPath
+		case v.ValueFrom == nil:
+			env[v.Name] = v.Value
+		}
+	}
+	return env
+}
+
 func ownedBy(t *testing.T, obj client.Object, p *docexecv1.DocExecutorPool) {
 	t.Helper()
 	ref := metav1.GetControllerOf(obj)
@@ -417,18 +435,9 @@ func (e *env) executorConfig(c corev1.Container) config.Config {
 	if err := os.WriteFile(file, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	envOf := map[string]string{}
-	for _, v := range c.Env {
-		switch {
-		case v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil:
-			// Parseable as a DSN, since the executor checks that one is.
-			envOf[v.Name] = "postgres://from-secret-" + v.ValueFrom.SecretKeyRef.Name
-		case v.ValueFrom != nil && v.ValueFrom.FieldRef != nil:
-			envOf[v.Name] = "pod-" + v.ValueFrom.FieldRef.FieldPath
-		case v.ValueFrom == nil:
-			envOf[v.Name] = v.Value
-		}
-	}
+	envOf := containerEnv(c, func(ref *corev1.SecretKeySelector) string {
+		return "postgres://from-secret-" + ref.Name // parseable as a DSN, since the executor checks that one is
+	})
 	cfg, err := config.Load(append(slices.Clone(c.Args[1:]), "--config", file), func(k string) string { return envOf[k] })
 	if err != nil {
 		e.t.Fatalf("the pod's configuration does not load: %v\n%s", err, cm.Data["config.yaml"])

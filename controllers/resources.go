@@ -34,8 +34,11 @@ const (
 	AnnotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
 	leaderDeletionCost     = "1000"
 
-	configFile  = "/etc/docexec/config.yaml"
-	tlsDir      = "/etc/docexec/kafka-tls"
+	configFile = "/etc/docexec/config.yaml"
+	tlsDir     = "/etc/docexec/kafka-tls"
+	// caKey is the Secret key of a CA certificate, as cert-manager and
+	// Kubernetes' own CA bundles name it.
+	caKey       = "ca.crt"
 	metricsPort = 8080
 	managedBy   = "docexec-operator"
 	// ExecutorAppName is the app.kubernetes.io/name of executor pods.
@@ -95,7 +98,10 @@ func executorConfig(p *docexecv1.DocExecutorPool) ([]byte, error) {
 	if s.Kafka.TLS != nil {
 		c.Kafka.TLS.Enabled = true
 		if s.Kafka.TLS.SecretName != "" {
-			c.Kafka.TLS.CAFile = tlsDir + "/ca.crt"
+			c.Kafka.TLS.CAFile = tlsDir + "/" + caKey
+		}
+		if s.Kafka.TLS.ClientCertSecretName != "" {
+			c.Kafka.TLS.CertFile, c.Kafka.TLS.KeyFile = tlsDir+"/"+corev1.TLSCertKey, tlsDir+"/"+corev1.TLSPrivateKeyKey
 		}
 	}
 	if s.Kafka.SASL != nil {
@@ -281,7 +287,7 @@ func executorContainer(p *docexecv1.DocExecutorPool, partition int32, image stri
 		env = append(env, corev1.EnvVar{Name: config.EnvName("kafka.sasl.password"), ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &sasl.PasswordSecretRef}})
 	}
 	mounts := []corev1.VolumeMount{{Name: "config", MountPath: configFile, SubPath: "config.yaml", ReadOnly: true}}
-	if tls := p.Spec.Kafka.TLS; tls != nil && tls.SecretName != "" {
+	if kafkaTLSVolume(p) != nil {
 		mounts = append(mounts, corev1.VolumeMount{Name: "kafka-tls", MountPath: tlsDir, ReadOnly: true})
 	}
 	probe := func(path string) *corev1.Probe {
@@ -310,10 +316,40 @@ func executorContainer(p *docexecv1.DocExecutorPool, partition int32, image stri
 func volumes(p *docexecv1.DocExecutorPool) []corev1.Volume {
 	v := []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: configMapName(p.Name)}}}}}
-	if tls := p.Spec.Kafka.TLS; tls != nil && tls.SecretName != "" {
-		v = append(v, corev1.Volume{Name: "kafka-tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: tls.SecretName}}})
+	if tls := kafkaTLSVolume(p); tls != nil {
+		v = append(v, corev1.Volume{Name: "kafka-tls", VolumeSource: corev1.VolumeSource{Projected: tls}})
 	}
 	return v
+}
+
+// kafkaTLSVolume gathers the pool's TLS files from their Secrets into one
+// directory, each key named (a missing key stops the pod from starting,
+// saying which), and nothing else of those Secrets; nil when there are
+// none.
+func kafkaTLSVolume(p *docexecv1.DocExecutorPool) *corev1.ProjectedVolumeSource {
+	tls := p.Spec.Kafka.TLS
+	if tls == nil {
+		return nil
+	}
+	var sources []corev1.VolumeProjection
+	from := func(secret string, keys ...string) {
+		items := make([]corev1.KeyToPath, len(keys))
+		for i, k := range keys {
+			items[i] = corev1.KeyToPath{Key: k, Path: k}
+		}
+		sources = append(sources, corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Items: items}})
+	}
+	if tls.SecretName != "" {
+		from(tls.SecretName, caKey)
+	}
+	if tls.ClientCertSecretName != "" {
+		from(tls.ClientCertSecretName, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	}
+	if sources == nil {
+		return nil
+	}
+	return &corev1.ProjectedVolumeSource{Sources: sources}
 }
 
 // consumerGroup is the group whose offsets a pool's executors commit.

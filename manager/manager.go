@@ -111,7 +111,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	r := &controllers.DocExecutorPoolReconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("docexec-operator"),
-		DefaultImage: *image, Topics: &controllers.KafkaTopics{},
+		DefaultImage: *image, Topics: &controllers.KafkaTopics{Secrets: mgr.GetAPIReader()},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Failed to set up the DocExecutorPool controller")

@@ -102,26 +102,37 @@ type KafkaSpec struct {
 	SASL *KafkaSASL `json:"sasl,omitempty"`
 }
 
-// KafkaTLS configures TLS from a Secret.
+// KafkaTLS configures TLS from Secrets in the pool's namespace. Executors
+// mount their keys as files; the operator reads them to discover the
+// input topic's partitions, so it needs to get Secrets.
 type KafkaTLS struct {
-	// SecretName names a Secret in the pool's namespace whose ca.crt is the
-	// CA that signed the brokers. Empty: the system's roots. (Client
-	// certificates are not supported yet.)
+	// SecretName names a Secret whose ca.crt is the CA that signed the
+	// brokers. Empty: the system's roots.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+	// ClientCertSecretName names a Secret whose tls.crt and tls.key (the
+	// keys of a kubernetes.io/tls Secret, as cert-manager writes them)
+	// authenticate the executors and the operator to brokers that require
+	// client certificates (mutual TLS). It may be the same Secret as
+	// secretName. Empty: no client certificate.
+	// +optional
+	ClientCertSecretName string `json:"clientCertSecretName,omitempty"`
 }
 
-// KafkaSASL configures SASL/PLAIN.
+// KafkaSASL configures SASL authentication. The password reaches executors
+// by environment from the Secret, never through the executor ConfigMap;
+// the operator reads it from the Secret to discover partitions.
 type KafkaSASL struct {
 	// Mechanism is the SASL mechanism.
-	// +kubebuilder:validation:Enum=PLAIN
+	// +kubebuilder:validation:Enum=PLAIN;SCRAM-SHA-256;SCRAM-SHA-512
 	// +kubebuilder:default=PLAIN
 	// +optional
 	Mechanism string `json:"mechanism,omitempty"`
 	// Username is the SASL user.
 	// +kubebuilder:validation:MinLength=1
 	Username string `json:"username"`
-	// PasswordSecretRef selects the password in a Secret.
+	// PasswordSecretRef selects the password in a Secret in the pool's
+	// namespace.
 	PasswordSecretRef corev1.SecretKeySelector `json:"passwordSecretRef"`
 }
 

@@ -208,7 +208,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Kafka.TLS.CAFile, "kafka.tls.caFile", c.Kafka.TLS.CAFile, "PEM file of the CA that signed the brokers")
 	fs.StringVar(&c.Kafka.TLS.CertFile, "kafka.tls.certFile", c.Kafka.TLS.CertFile, "PEM client certificate")
 	fs.StringVar(&c.Kafka.TLS.KeyFile, "kafka.tls.keyFile", c.Kafka.TLS.KeyFile, "PEM client key")
-	fs.StringVar(&c.Kafka.SASL.Mechanism, "kafka.sasl.mechanism", c.Kafka.SASL.Mechanism, "SASL mechanism: PLAIN or empty")
+	fs.StringVar(&c.Kafka.SASL.Mechanism, "kafka.sasl.mechanism", c.Kafka.SASL.Mechanism, "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or empty")
 	fs.StringVar(&c.Kafka.SASL.Username, "kafka.sasl.username", c.Kafka.SASL.Username, "SASL user")
 	fs.StringVar(&c.Kafka.SASL.Password, "kafka.sasl.password", c.Kafka.SASL.Password, "SASL password (prefer the environment)")
 	fs.StringVar(&c.Kafka.InputTopic, "kafka.inputTopic", c.Kafka.InputTopic, "topic of document updates")

@@ -46,6 +46,12 @@ func TestInvalidSettingsAreNamed(t *testing.T) {
 		{"a zero batch is refused", append(base, "--batch.size", "0"), "batch.size"},
 		{"a bad duration is refused", append(base, "--sync.interval", "soon"), "sync.interval"},
 		{"the start offset is earliest or latest", append(base, "--kafka.startOffset", "middle"), "kafka.startOffset"},
+		{"SCRAM-SHA-512 is a mechanism", append(base, "--kafka.sasl.mechanism", "SCRAM-SHA-512", "--kafka.sasl.username", "u", "--kafka.sasl.password", "p"), ""},
+		{"an unknown SASL mechanism is refused", append(base, "--kafka.sasl.mechanism", "SCRAM-SHA-1", "--kafka.sasl.username", "u", "--kafka.sasl.password", "p"), "kafka.sasl.mechanism"},
+		{"SASL without a password is refused", append(base, "--kafka.sasl.mechanism", "SCRAM-SHA-256", "--kafka.sasl.username", "u"), "kafka.sasl.password"},
+		{"SASL without a user is refused", append(base, "--kafka.sasl.mechanism", "PLAIN", "--kafka.sasl.password", "p"), "kafka.sasl.username"},
+		{"a client certificate needs its key", append(base, "--kafka.tls.enabled", "--kafka.tls.certFile", "c.pem"), "kafka.tls"},
+		{"TLS files need TLS enabled", append(base, "--kafka.tls.caFile", "ca.pem"), "tls.enabled"},
 		{"an unknown key in the file is refused", append(base, "--config", unknown), "inputTopik"},
 		{"a missing file is reported", append(base, "--config", filepath.Join(dir, "none.yaml")), "none.yaml"},
 	} {

@@ -31,9 +31,9 @@ func Connect(cfg Config) (*Client, error) {
 	sc.Metadata.AllowAutoTopicCreation = false
 	// Messages read ahead of the pipeline; of web pages, 256 are some 7 MB.
 	sc.ChannelBufferSize = 256
-	client, err := sarama.NewClient(cfg.Brokers, sc)
+	client, err := cfg.connect(sc)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)
+		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	c := &Client{cfg: cfg, sc: client}
 	if c.consumer, err = sarama.NewConsumerFromClient(client); err == nil {

@@ -54,13 +54,23 @@ type TLS struct {
 	// CertFile and KeyFile authenticate this client (mutual TLS).
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
+	// CA, Cert and Key are the same PEM held in memory, for callers that
+	// read them from elsewhere than files (the operator reads Secrets); a
+	// file, when named, is read instead.
+	CA   []byte `json:"-"`
+	Cert []byte `json:"-"`
+	Key  []byte `json:"-"`
 	// InsecureSkipVerify skips verifying the brokers: for tests only.
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 }
 
-// SASL configures SASL/PLAIN authentication.
+// SASLMechanisms are the accepted values of SASL.Mechanism, besides ""
+// (no SASL).
+var SASLMechanisms = []string{sarama.SASLTypePlaintext, sarama.SASLTypeSCRAMSHA256, sarama.SASLTypeSCRAMSHA512}
+
+// SASL configures SASL authentication.
 type SASL struct {
-	// Mechanism is "" (none) or "PLAIN".
+	// Mechanism is "" (none) or one of SASLMechanisms.
 	Mechanism string `json:"mechanism,omitempty"`
 	Username  string `json:"username,omitempty"`
 	// Password is best given by environment (DOCEXEC_KAFKA_SASL_PASSWORD).
@@ -77,16 +87,23 @@ func (c Config) Validate() error {
 			return fmt.Errorf("kafka.version: %w", err)
 		}
 	}
-	switch c.SASL.Mechanism {
-	case "", sarama.SASLTypePlaintext:
-	default:
-		return fmt.Errorf("kafka.sasl.mechanism: %q is not supported (use PLAIN or leave empty)", c.SASL.Mechanism)
+	if c.SASL.Mechanism != "" && !slices.Contains(SASLMechanisms, c.SASL.Mechanism) {
+		return fmt.Errorf("kafka.sasl.mechanism: %q is not one of %v (or empty, for no SASL)", c.SASL.Mechanism, SASLMechanisms)
+	}
+	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
+		return errors.New("kafka.sasl.username: required with kafka.sasl.mechanism")
+	}
+	if c.SASL.Mechanism != "" && c.SASL.Password == "" {
+		return errors.New("kafka.sasl.password: required with kafka.sasl.mechanism (best from DOCEXEC_KAFKA_SASL_PASSWORD)")
 	}
 	if c.Compression != "" && !slices.Contains(Compressions, c.Compression) {
 		return fmt.Errorf("kafka.compression: %q is not one of %v", c.Compression, Compressions)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("kafka.tls: certFile and keyFile go together")
+	}
+	if !c.TLS.Enabled && (c.TLS.CAFile != "" || c.TLS.CertFile != "") {
+		return errors.New("kafka.tls: caFile, certFile and keyFile need tls.enabled")
 	}
 	return nil
 }
@@ -123,8 +140,23 @@ func (c Config) sarama() (*sarama.Config, error) {
 		sc.Net.SASL.Enable = true
 		sc.Net.SASL.Mechanism = sarama.SASLMechanism(c.SASL.Mechanism)
 		sc.Net.SASL.User, sc.Net.SASL.Password = c.SASL.Username, c.SASL.Password
+		sc.Net.SASL.SCRAMClientGeneratorFunc = scramClients(c.SASL.Mechanism)
 	}
 	return sc, nil
+}
+
+// connect opens a sarama client of the brokers. Its error names the SASL
+// user: a broker that refuses the credentials may just close the
+// connection, and "EOF" alone sends nobody to the password.
+func (c Config) connect(sc *sarama.Config) (sarama.Client, error) {
+	client, err := sarama.NewClient(c.Brokers, sc)
+	if err == nil {
+		return client, nil
+	}
+	if c.SASL.Mechanism != "" {
+		return nil, fmt.Errorf("connect to %v as %s user %q: %w", c.Brokers, c.SASL.Mechanism, c.SASL.Username, err)
+	}
+	return nil, fmt.Errorf("connect to %v: %w", c.Brokers, err)
 }
 
 // compression returns the configured codec's name.
@@ -160,22 +192,38 @@ func (c Config) idempotentProducer(partitioner sarama.PartitionerConstructor, li
 
 func (t TLS) config() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: tls CA: %w", err)
-		}
+	ca, err := pemOf(t.CAFile, t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: tls CA: %w", err)
+	}
+	if ca != nil {
 		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka: tls CA %s: no certificate found", t.CAFile)
+		if !tc.RootCAs.AppendCertsFromPEM(ca) {
+			return nil, errors.New("kafka: tls CA: no certificate found")
 		}
 	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	cert, err := pemOf(t.CertFile, t.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: tls client certificate: %w", err)
+	}
+	key, err := pemOf(t.KeyFile, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: tls client key: %w", err)
+	}
+	if cert != nil || key != nil {
+		pair, err := tls.X509KeyPair(cert, key)
 		if err != nil {
 			return nil, fmt.Errorf("kafka: tls client certificate: %w", err)
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		tc.Certificates = []tls.Certificate{pair}
 	}
 	return tc, nil
+}
+
+// pemOf returns the contents of file when named, else held.
+func pemOf(file string, held []byte) ([]byte, error) {
+	if file == "" {
+		return held, nil
+	}
+	return os.ReadFile(file)
 }

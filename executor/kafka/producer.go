@@ -34,9 +34,9 @@ func newProducer(cfg Config, limit int, partitioner sarama.PartitionerConstructo
 	if err != nil {
 		return nil, err
 	}
-	client, err := sarama.NewClient(cfg.Brokers, sc)
+	client, err := cfg.connect(sc)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: connect producer: %w", err)
+		return nil, fmt.Errorf("kafka: producer: %w", err)
 	}
 	producer, err := sarama.NewSyncProducerFromClient(client)
 	if err != nil {

@@ -87,9 +87,9 @@ func (w *Writer) open() error {
 	}
 	sc.Producer.Transaction.ID = w.opts.TransactionalID
 	sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
-	client, err := sarama.NewClient(w.cfg.Brokers, sc)
+	client, err := w.cfg.connect(sc)
 	if err != nil {
-		return fmt.Errorf("kafka: connect producer %s: %w", w.opts.TransactionalID, err)
+		return fmt.Errorf("kafka: producer %s: %w", w.opts.TransactionalID, err)
 	}
 	producer, err := sarama.NewSyncProducerFromClient(client)
 	if err != nil {

@@ -134,7 +134,13 @@ func Kafka(t testing.TB, partitions int32, topics ...string) []string {
 // inject failures.
 func KafkaCluster(t testing.TB, partitions int32, topics ...string) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
+	return KafkaClusterWith(t, partitions, topics)
+}
+
+// KafkaClusterWith is KafkaCluster with more options: SASL users, TLS.
+func KafkaClusterWith(t testing.TB, partitions int32, topics []string, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...)}, opts...)...)
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
 	}

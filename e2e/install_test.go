@@ -146,10 +146,10 @@ func buildDocexec(t testing.TB) string {
 // startOperator runs `docexec manager` against the cluster, as the
 // operator's ServiceAccount when installed (so its RBAC is what is tested),
 // until t ends.
-func (c *cluster) startOperator(kubeconfig string) {
+func (c *cluster) startOperator(kubeconfig string, flags ...string) {
 	c.t.Helper()
 	c.background("operator", append(os.Environ(), "KUBECONFIG="+kubeconfig),
-		buildDocexec(c.t), "manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+		buildDocexec(c.t), append([]string{"manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0"}, flags...)...)
 }
 
 // background runs a program until t ends, showing its output if t failed.
@@ -252,6 +252,58 @@ func TestHelmInstallsTheChart(t *testing.T) {
 	// crds.keep (the default) leaves the CRD, and so the users' pools.
 	c.run("kubectl", "get", "crd", "docexecutorpools.docexec.io")
 	c.run("kubectl", "get", "dxp", "-n", "demo", "docs")
+}
+
+// TestTheChartCanConfineTheOperatorToChosenNamespaces installs the chart
+// with watchNamespaces and runs the operator as its ServiceAccount: it
+// manages the pool of a chosen namespace, has no rights in another, and
+// leaves that one's pool alone.
+func TestTheChartCanConfineTheOperatorToChosenNamespaces(t *testing.T) {
+	c := newCluster(t)
+	for _, ns := range []string{"demo", "other"} {
+		c.run("kubectl", "create", "namespace", ns)
+	}
+	c.run("helm", "install", "docexec", "charts/docexec", "--namespace", "docexec", "--create-namespace", "--set", "watchNamespaces={demo}")
+	if out := c.run("kubectl", "get", "deployment", "-n", "docexec", "docexec-operator", "-o", "jsonpath={.spec.template.spec.containers[0].args}"); !strings.Contains(out, "--watch-namespaces=demo") {
+		t.Fatalf("the operator is not told which namespaces to watch: %s", out)
+	}
+	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	operator := "system:serviceaccount:docexec:docexec-operator"
+	for _, check := range []struct {
+		verb, resource, namespace string
+		allowed                   bool
+	}{
+		{"create", "deployments", "demo", true},
+		{"list", "docexecutorpools.docexec.io", "demo", true},
+		{"create", "deployments", "other", false},
+		{"list", "docexecutorpools.docexec.io", "other", false},
+		{"get", "secrets", "other", false},
+		{"create", "tokenreviews.authentication.k8s.io", "", true},
+	} {
+		args := []string{"auth", "can-i", check.verb, check.resource, "--as", operator}
+		if check.namespace != "" {
+			args = append(args, "-n", check.namespace)
+		}
+		out, _ := c.try("kubectl", args...)
+		if got := strings.TrimSpace(out) == "yes"; got != check.allowed {
+			t.Errorf("operator can %s %s in %q: %q, want allowed=%v", check.verb, check.resource, check.namespace, out, check.allowed)
+		}
+	}
+	for _, ns := range []string{"demo", "other"} {
+		c.run("kubectl", "apply", "-n", ns, "-k", "config/samples")
+		c.run("kubectl", "patch", "dxp", "docs", "-n", ns, "--type", "merge", "-p", `{"spec":{"partitions":2}}`)
+	}
+	c.startOperator(c.user(operator, "system:serviceaccounts", "system:serviceaccounts:docexec"), "--watch-namespaces=demo")
+	c.eventually("the pool in demo has its partitions", func() bool {
+		out, err := c.try("kubectl", "get", "dxp", "docs", "-n", "demo", "-o", "jsonpath={.status.partitions}")
+		return err == nil && out == "2"
+	})
+	if out := c.run("kubectl", "get", "deployments", "-n", "other", "-o", "name"); out != "" {
+		t.Errorf("the operator acted outside its namespaces: %s", out)
+	}
+	if out := c.run("kubectl", "get", "dxp", "docs", "-n", "other", "-o", "jsonpath={.status}"); out != "" {
+		t.Errorf("the pool of another namespace got a status: %s", out)
+	}
 }
 
 // TestTheChartGrantsTheGeneratedRules keeps the chart's ClusterRole equal

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/go-logr/logr"
 
@@ -54,6 +55,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	leaderElect := fs.Bool("leader-elect", true, "elect one active operator among replicas")
 	electionNamespace := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own, or out of a cluster the kubeconfig context's)")
 	image := fs.String("executor-image", DefaultImage, "executor image of pools that name none")
+	watch := fs.String("watch-namespaces", "", "comma-separated namespaces whose pools to manage (default: every namespace); the operator then needs rights in those only")
 	pprofAddr := fs.String("pprof-bind-address", "0", "address of /debug/pprof (0 disables)")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
@@ -94,6 +96,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		LeaderElectionReleaseOnCancel: true,
 		PprofBindAddress:              *pprofAddr,
 		Cache: cache.Options{
+			DefaultNamespaces: namespaces(*watch),
 			// The operator reads only executor pods, and only their
 			// metadata: cache that, not every pod.
 			ByObject: map[client.Object]cache.ByObject{
@@ -204,4 +207,19 @@ func metricsOptions(addr string, secure bool, certDir string) metricsserver.Opti
 		o.FilterProvider = authorizedOnly
 	}
 	return o
+}
+
+// namespaces is the cache's view of --watch-namespaces: nil for every
+// namespace.
+func namespaces(list string) map[string]cache.Config {
+	if strings.TrimSpace(list) == "" {
+		return nil
+	}
+	m := map[string]cache.Config{}
+	for _, ns := range strings.Split(list, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			m[ns] = cache.Config{}
+		}
+	}
+	return m
 }

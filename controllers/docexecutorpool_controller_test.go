@@ -509,6 +509,9 @@ func TestStatusShowsTheLagReadFromKafka(t *testing.T) {
 	if lag := st.PartitionStatuses[1-busy].Lag; lag != nil {
 		t.Fatalf("partition %d never committed, yet shows lag %d", 1-busy, *lag)
 	}
+	if st.MaxLag == nil || *st.MaxLag != 6 {
+		t.Fatalf("max lag %v, want 6", st.MaxLag)
+	}
 }
 
 func TestUnreachableKafkaIsExplainedAndChangesNothing(t *testing.T) {
@@ -608,7 +611,7 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 	}
 	// Ready pods without a leader do not serve their partition.
 	e.reconcile(p)
-	if st := e.get(p).Status; st.ReadyPartitions != 0 || meta.IsStatusConditionTrue(st.Conditions, controllers.ConditionReady) {
+	if st := e.get(p).Status; st.ReadyPartitions != 0 || st.Leaders != 0 || meta.IsStatusConditionTrue(st.Conditions, controllers.ConditionReady) {
 		t.Fatalf("ready without leaders: %+v", st)
 	}
 	for i, holder := range []string{"watched-p0-xyz", "watched-p1-abc"} {
@@ -628,6 +631,9 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 	ps := st.PartitionStatuses[1]
 	if ps.Leader != "watched-p1-abc" || ps.Lag == nil || *ps.Lag != 42 {
 		t.Fatalf("partition 1: %+v", ps)
+	}
+	if st.Leaders != 2 || st.MaxLag == nil || *st.MaxLag != 42 {
+		t.Fatalf("leaders %d, max lag %v: want 2 and 42", st.Leaders, st.MaxLag)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 )
@@ -47,11 +48,15 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashe
 				progressing = append(progressing, fmt.Sprintf("partition %d is rolling out", p))
 			}
 		}
-		if l, ok := o.leases[p]; ok && l.Spec.HolderIdentity != nil {
+		if l, ok := o.leases[p]; ok && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
 			ps.Leader = *l.Spec.HolderIdentity
+			st.Leaders++
 		}
 		if lag, ok := want.info.Lag[p]; ok {
 			ps.Lag = &lag
+			if st.MaxLag == nil || lag > *st.MaxLag {
+				st.MaxLag = ptr.To(lag)
+			}
 		}
 		// A partition is served when a ready pod leads it.
 		if ps.ReadyReplicas > 0 && ps.Leader != "" {

@@ -207,7 +207,10 @@ func TestKubectlApplyInstallsTheOperatorAndASamplePool(t *testing.T) {
 		out, _ := c.try("kubectl", "get", "dxp", "docs", "-n", "demo", "-o", "jsonpath={.status.partitions}")
 		return out == "3"
 	})
-	t.Logf("kubectl get dxp:\n%s", c.run("kubectl", "get", "dxp", "-n", "demo", "-o", "wide"))
+	wide := c.run("kubectl", "get", "dxp", "-n", "demo", "-o", "wide")
+	if !strings.Contains(wide, "LEADERS") || !strings.Contains(wide, "MAX-LAG") {
+		t.Errorf("kubectl get dxp -o wide shows no leaders or lag:\n%s", wide)
+	}
 
 	// The executors' Role reaches their own Leases and nothing else.
 	executor := "system:serviceaccount:demo:docs-executor"

@@ -288,6 +288,13 @@ type DocExecutorPoolStatus struct {
 	// ReadyPartitions counts partitions with a ready pod.
 	// +optional
 	ReadyPartitions int32 `json:"readyPartitions"`
+	// Leaders counts partitions whose Lease has a holder.
+	// +optional
+	Leaders int32 `json:"leaders"`
+	// MaxLag is the largest consumer lag of a partition, in messages, when
+	// known.
+	// +optional
+	MaxLag *int64 `json:"maxLag,omitempty"`
 	// TopicPartitions is the input topic's partition count, when known.
 	// +optional
 	TopicPartitions *int32 `json:"topicPartitions,omitempty"`
@@ -314,6 +321,8 @@ type DocExecutorPoolStatus struct {
 // +kubebuilder:printcolumn:name="Partitions",type=integer,JSONPath=`.status.partitions`
 // +kubebuilder:printcolumn:name="Ready-Partitions",type=integer,JSONPath=`.status.readyPartitions`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Leaders",type=integer,JSONPath=`.status.leaders`,priority=1
+// +kubebuilder:printcolumn:name="Max-Lag",type=integer,JSONPath=`.status.maxLag`,priority=1
 // +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DocExecutorPool struct {

@@ -126,6 +126,11 @@ func (in *DocExecutorPoolStatus) DeepCopyInto(out *DocExecutorPoolStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.MaxLag != nil {
+		in, out := &in.MaxLag, &out.MaxLag
+		*out = new(int64)
+		**out = **in
+	}
 	if in.TopicPartitions != nil {
 		in, out := &in.TopicPartitions, &out.TopicPartitions
 		*out = new(int32)

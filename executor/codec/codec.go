@@ -1,4 +1,4 @@
-// Package codec holds the wire formats of DESIGN.md section 1: how the bytes
+// Package codec holds the wire formats (docs/architecture.md): how the bytes
 // of a Kafka message become a document.Document and how a state goes back to
 // bytes.
 //

@@ -101,7 +101,7 @@ func checkBadInput(t testing.TB, err error) *codec.BadInputError {
 	return bad
 }
 
-// The Document message of DESIGN.md, described to the official protobuf
+// The Document message (docs/architecture.md), described to the official protobuf
 // library at run time, so that the tests check our hand-written wire code
 // against an implementation that owes nothing to it.
 var documentType = sync.OnceValue(func() protoreflect.MessageType {

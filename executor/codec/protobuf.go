@@ -17,7 +17,8 @@ type protobufCodec struct{}
 
 func (protobufCodec) Name() string { return FormatProtobuf }
 
-// Field numbers of DESIGN.md's Document message: the wire contract.
+// Field numbers of the Document message (docs/architecture.md): the wire
+// contract.
 const (
 	fieldURL            protowire.Number = 1
 	fieldPubDate        protowire.Number = 2

@@ -1,4 +1,4 @@
-// Package store is the durable copy of document states (DESIGN.md section 2):
+// Package store is the durable copy of document states (docs/architecture.md):
 // PostgreSQL in production, SQLite in local mode, both through gorm and both
 // with the same schema and the same upsert SQL.
 //

@@ -28,6 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
@@ -325,6 +326,9 @@ func TestEditingPartitionsAddsAndRemovesPartitions(t *testing.T) {
 	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Reason != "PartitionsNotCovered" {
 		t.Fatalf("running 2 of 8 partitions: Degraded %+v, want PartitionsNotCovered", c)
 	}
+	if degraded, _ := operatorMetric(t, "docexec_pool_condition", map[string]string{"namespace": p.Namespace, "pool": "scaled", "condition": "Degraded"}); degraded != 1 {
+		t.Fatalf("docexec_pool_condition of Degraded %v, want 1", degraded)
+	}
 	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](4) })
 	e.reconcile(p)
 	if got := names(e.deployments("scaled")); !slices.Equal(got, []string{"scaled-p0", "scaled-p1", "scaled-p2", "scaled-p3"}) {
@@ -568,6 +572,11 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 	if st := e.get(p).Status; st.ReadyPartitions != 0 || meta.IsStatusConditionTrue(st.Conditions, controllers.ConditionReady) {
 		t.Fatalf("ready without leaders: %+v", st)
 	}
+	for _, partition := range []string{"0", "1"} {
+		if led, ok := operatorMetric(t, "docexec_pool_partition_led", map[string]string{"namespace": p.Namespace, "pool": "watched", "partition": partition}); !ok || led != 0 {
+			t.Fatalf("partition %s without a leader: docexec_pool_partition_led %v (served: %v), want 0", partition, led, ok)
+		}
+	}
 	for i, holder := range []string{"watched-p0-xyz", "watched-p1-abc"} {
 		var l coordinationv1.Lease
 		e.mustGet(&l, fmt.Sprintf("watched-p%d", i))
@@ -586,6 +595,39 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 	if ps.Leader != "watched-p1-abc" || ps.Lag == nil || *ps.Lag != 42 {
 		t.Fatalf("partition 1: %+v", ps)
 	}
+	for _, partition := range []string{"0", "1"} {
+		if led, _ := operatorMetric(t, "docexec_pool_partition_led", map[string]string{"namespace": p.Namespace, "pool": "watched", "partition": partition}); led != 1 {
+			t.Fatalf("partition %s led: docexec_pool_partition_led %v, want 1", partition, led)
+		}
+	}
+	if ready, _ := operatorMetric(t, "docexec_pool_condition", map[string]string{"namespace": p.Namespace, "pool": "watched", "condition": "Ready"}); ready != 1 {
+		t.Fatalf("docexec_pool_condition of Ready %v, want 1", ready)
+	}
+}
+
+// operatorMetric returns the value of the series of the manager's registry
+// (where the operator's metrics are served) that has name and labels.
+func operatorMetric(t *testing.T, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
 }
 
 func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {

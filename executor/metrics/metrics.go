@@ -88,10 +88,10 @@ type Partition struct {
 	// DeadLettered has a counter for each of DeadLetterReasons.
 	DeadLettered                                            map[DeadLetterReason]prometheus.Counter
 	BatchSeconds, RedisSeconds, PublishSeconds, SyncSeconds prometheus.Observer
-	SyncLag, Leader                                         prometheus.Gauge
+	SyncLag                                                 prometheus.Gauge
 
-	consumerLag prometheus.Gauge
-	lag         *inputLag
+	leader, consumerLag prometheus.Gauge
+	lag                 *inputLag
 }
 
 // Partition returns the metrics of pool's partition.
@@ -107,9 +107,21 @@ func (m *Metrics) Partition(pool string, partition int32) *Partition {
 		Fenced: m.fenced.With(l), DeadLettered: deadLettered,
 		BatchSeconds: m.batchSeconds.With(l), RedisSeconds: m.redisSeconds.With(l), PublishSeconds: m.publishSeconds.With(l),
 		SyncSeconds: m.syncSeconds.With(l),
-		SyncLag:     m.syncLag.With(l), Leader: m.leader.With(l),
-		consumerLag: m.consumerLag.With(l), lag: m.lagSeconds.partition(l["pool"], l["partition"]),
+		SyncLag:     m.syncLag.With(l), leader: m.leader.With(l), consumerLag: m.consumerLag.With(l), lag: m.lagSeconds.partition(l["pool"], l["partition"]),
 	}
+}
+
+// Led records that this executor starts (true) or stops processing the
+// partition. A standby's lags read 0: the leader's say the partition's,
+// and a stopped term's would otherwise stay, its lag in seconds growing.
+func (p *Partition) Led(leading bool) {
+	if leading {
+		p.leader.Set(1)
+		return
+	}
+	p.leader.Set(0)
+	p.SyncLag.Set(0)
+	p.Committed(0, 0, time.Time{})
 }
 
 // Committed records a committed batch: the input before next is processed

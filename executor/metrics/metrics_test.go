@@ -10,37 +10,58 @@ import (
 	"github.com/docexec/docexec/executor/metrics"
 )
 
-// lagSeconds returns the consumer_lag_seconds of the only partition of reg.
-func lagSeconds(t *testing.T, reg *prometheus.Registry) float64 {
+// gauge returns the value of the only partition's gauge name in reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() == "docexec_consumer_lag_seconds" {
+		if f.GetName() == name {
 			return f.GetMetric()[0].GetGauge().GetValue()
 		}
 	}
-	t.Fatal("no docexec_consumer_lag_seconds")
+	t.Fatalf("no %s", name)
 	return 0
 }
 
 func TestTheLagInSecondsIsTheAgeOfTheLastCommittedMessageWhileMessagesRemain(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	p := metrics.New(reg).Partition("pool", 3)
-	if got := lagSeconds(t, reg); got != 0 {
+	if got := gauge(t, reg, "docexec_consumer_lag_seconds"); got != 0 {
 		t.Fatalf("lag %v s before any batch, want 0", got)
 	}
 	p.Committed(100, 150, time.Now().Add(-time.Hour))
-	if got := lagSeconds(t, reg); got < 3600 {
+	if got := gauge(t, reg, "docexec_consumer_lag_seconds"); got < 3600 {
 		t.Fatalf("lag %v s behind a message an hour old, want at least 3600", got)
 	}
 	if got := testutil.ToFloat64(p.DeadLettered[metrics.Refused]); got != 0 {
 		t.Fatalf("refused dead letters %v before any, want a series at 0", got)
 	}
 	p.Committed(150, 150, time.Now().Add(-time.Hour))
-	if got := lagSeconds(t, reg); got != 0 {
+	if got := gauge(t, reg, "docexec_consumer_lag_seconds"); got != 0 {
 		t.Fatalf("lag %v s once caught up, want 0", got)
+	}
+}
+
+func TestAStandbyReportsNoLag(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := metrics.New(reg).Partition("pool", 3)
+	p.Led(true)
+	p.Committed(100, 150, time.Now().Add(-time.Hour))
+	p.SyncLag.Set(40)
+	p.Led(false) // the term ended behind
+	if got := gauge(t, reg, "docexec_consumer_lag_seconds"); got != 0 {
+		t.Fatalf("a standby's lag %v s, want 0", got)
+	}
+	if got := testutil.ToFloat64(p.SyncLag); got != 0 {
+		t.Fatalf("a standby's sync lag %v, want 0", got)
+	}
+	if got := gauge(t, reg, "docexec_consumer_lag_messages"); got != 0 {
+		t.Fatalf("a standby's lag %v messages, want 0", got)
+	}
+	if got := gauge(t, reg, "docexec_leader"); got != 0 {
+		t.Fatalf("a standby's docexec_leader %v, want 0", got)
 	}
 }

@@ -479,8 +479,8 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 	*started = true
 	e.ready.Store(true)
 	d.Health.Set(HealthTerm, nil)
-	d.Metrics.Leader.Set(1)
-	defer func() { e.ready.Store(false); d.Metrics.Leader.Set(0) }()
+	d.Metrics.Led(true)
+	defer func() { e.ready.Store(false); d.Metrics.Led(false) }()
 	if err := g.Wait(); err != nil {
 		return err
 	}

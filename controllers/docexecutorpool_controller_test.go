@@ -355,6 +355,18 @@ func TestEditingPartitionsAddsAndRemovesPartitions(t *testing.T) {
 	if st := e.get(p).Status; st.Partitions != 1 || len(st.PartitionStatuses) != 1 {
 		t.Fatalf("status %+v", st)
 	}
+	for partition, want := range map[string]bool{"0": true, "1": false, "3": false} {
+		if _, served := operatorMetric(t, "docexec_pool_partition_led", map[string]string{"namespace": p.Namespace, "pool": "scaled", "partition": partition}); served != want {
+			t.Errorf("docexec_pool_partition_led of partition %s served: %v, want %v", partition, served, want)
+		}
+	}
+	if err := k8s.Delete(context.Background(), e.get(p)); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile(p)
+	if _, served := operatorMetric(t, "docexec_pool_condition", map[string]string{"namespace": p.Namespace, "pool": "scaled"}); served {
+		t.Error("a deleted pool's docexec_pool_condition is still served")
+	}
 }
 
 func TestUnsetPartitionsFollowTheTopicAsItGrows(t *testing.T) {

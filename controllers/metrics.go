@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
@@ -29,17 +31,35 @@ func init() {
 	ctrlmetrics.Registry.MustRegister(poolCondition, partitionLeader)
 }
 
+// partitionsShown is the partitions of each pool (by namespace/name) that
+// have a docexec_pool_partition_led series.
+var partitionsShown = struct {
+	sync.Mutex
+	of map[types.NamespacedName]map[int32]bool
+}{of: map[types.NamespacedName]map[int32]bool{}}
+
 // recordPoolMetrics sets a pool's metrics from the status it was given;
-// partitions gone from it lose their series.
+// partitions gone from it lose their series. Series are set in place, never
+// removed and added again: a scrape in between would reset alerts' "for".
 func recordPoolMetrics(pool *docexecv1.DocExecutorPool, st docexecv1.DocExecutorPoolStatus) {
-	forgetPoolMetrics(pool.Namespace, pool.Name)
 	for _, c := range []string{ConditionReady, ConditionProgressing, ConditionDegraded} {
 		poolCondition.WithLabelValues(pool.Namespace, pool.Name, c).Set(gaugeOf(meta.IsStatusConditionPresentAndEqual(st.Conditions, c, metav1.ConditionTrue)))
 	}
+	shown := map[int32]bool{}
 	for _, p := range st.PartitionStatuses {
 		led := p.ReadyReplicas > 0 && p.Leader != ""
 		partitionLeader.WithLabelValues(pool.Namespace, pool.Name, strconv.Itoa(int(p.Partition))).Set(gaugeOf(led))
+		shown[p.Partition] = true
 	}
+	key := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}
+	partitionsShown.Lock()
+	defer partitionsShown.Unlock()
+	for p := range partitionsShown.of[key] {
+		if !shown[p] {
+			partitionLeader.DeleteLabelValues(pool.Namespace, pool.Name, strconv.Itoa(int(p)))
+		}
+	}
+	partitionsShown.of[key] = shown
 }
 
 // forgetPoolMetrics removes a pool's series (it was deleted).
@@ -47,6 +67,9 @@ func forgetPoolMetrics(namespace, pool string) {
 	l := prometheus.Labels{"namespace": namespace, "pool": pool}
 	poolCondition.DeletePartialMatch(l)
 	partitionLeader.DeletePartialMatch(l)
+	partitionsShown.Lock()
+	defer partitionsShown.Unlock()
+	delete(partitionsShown.of, types.NamespacedName{Namespace: namespace, Name: pool})
 }
 
 func gaugeOf(b bool) float64 {

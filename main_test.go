@@ -92,7 +92,7 @@ func TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	waitFor(t, "all messages counted", func() bool {
 		_, body := get("http://" + listen + "/metrics")
 		return strings.Contains(body, "docexec_messages_in_total"+label+" 101") &&
-			strings.Contains(body, "docexec_messages_dead_lettered_total"+label+" 1") &&
+			strings.Contains(body, fmt.Sprintf(`docexec_messages_dead_lettered_total{partition="0",pool=%q,reason="bad_input"} 1`, pool)) &&
 			strings.Contains(body, "docexec_messages_emitted_total"+label+" 100")
 	})
 

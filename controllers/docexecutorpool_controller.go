@@ -105,9 +105,13 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 	logger := log.FromContext(ctx)
 	var pool docexecv1.DocExecutorPool
 	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetPoolMetrics(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !pool.DeletionTimestamp.IsZero() {
+		forgetPoolMetrics(pool.Namespace, pool.Name)
 		return ctrl.Result{}, nil // owned objects go with it (owner references)
 	}
 
@@ -122,6 +126,7 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 	}
 	wanted.hashes = wanted.deploymentHashes()
 	status := buildStatus(&pool, want, observed, wanted.hashes)
+	recordPoolMetrics(&pool, status)
 	// A conflict means the pool changed: look again. Any other failure (a
 	// loaded API server timing out on a pool of thousands of partitions)
 	// does not hold back the partitions' objects; it is returned after.
@@ -139,6 +144,7 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 		// Say so where users look, then retry with backoff.
 		failed := pool.Status.DeepCopy()
 		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())
+		recordPoolMetrics(&pool, *failed)
 		return ctrl.Result{}, errors.Join(err, statusErr, r.writeStatus(ctx, &pool, *failed))
 	}
 	if statusErr != nil {

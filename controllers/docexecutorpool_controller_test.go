@@ -28,6 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
@@ -244,7 +245,7 @@ func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
 	e.mustGet(&cm, "docs-config")
 	ownedBy(t, &cm, p)
 	cfg := e.executorConfig(c)
-	if cfg.Partition != 1 || cfg.Pool != e.ns+"/docs" || cfg.Kafka.Group != "docexec-"+e.ns+"/docs" || cfg.Postgres.DSN != "postgres://from-secret-pg" || cfg.Redis.Password != "postgres://from-secret-redis" ||
+	if cfg.Partition != 1 || cfg.Pool != "docs" || cfg.Identity() != e.ns+"/docs" || cfg.Kafka.Group != "docexec-"+e.ns+"/docs" || cfg.Postgres.DSN != "postgres://from-secret-pg" || cfg.Redis.Password != "postgres://from-secret-redis" ||
 		cfg.Leader.Lease != "docs-p1" || cfg.Leader.Namespace != "pod-metadata.namespace" || cfg.Leader.Identity != "pod-metadata.name" ||
 		time.Duration(cfg.Leader.LeaseDuration) != 5*time.Second {
 		t.Fatalf("executor configuration %+v", cfg)
@@ -324,6 +325,9 @@ func TestEditingPartitionsAddsAndRemovesPartitions(t *testing.T) {
 	if c := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded); c == nil || c.Reason != "PartitionsNotCovered" {
 		t.Fatalf("running 2 of 8 partitions: Degraded %+v, want PartitionsNotCovered", c)
 	}
+	if degraded, _ := operatorMetric(t, "docexec_pool_condition", map[string]string{"namespace": p.Namespace, "pool": "scaled", "condition": "Degraded"}); degraded != 1 {
+		t.Fatalf("docexec_pool_condition of Degraded %v, want 1", degraded)
+	}
 	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](4) })
 	e.reconcile(p)
 	if got := names(e.deployments("scaled")); !slices.Equal(got, []string{"scaled-p0", "scaled-p1", "scaled-p2", "scaled-p3"}) {
@@ -349,6 +353,18 @@ func TestEditingPartitionsAddsAndRemovesPartitions(t *testing.T) {
 	}
 	if st := e.get(p).Status; st.Partitions != 1 || len(st.PartitionStatuses) != 1 {
 		t.Fatalf("status %+v", st)
+	}
+	for partition, want := range map[string]bool{"0": true, "1": false, "3": false} {
+		if _, served := operatorMetric(t, "docexec_pool_partition_led", map[string]string{"namespace": p.Namespace, "pool": "scaled", "partition": partition}); served != want {
+			t.Errorf("docexec_pool_partition_led of partition %s served: %v, want %v", partition, served, want)
+		}
+	}
+	if err := k8s.Delete(context.Background(), e.get(p)); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile(p)
+	if _, served := operatorMetric(t, "docexec_pool_condition", map[string]string{"namespace": p.Namespace, "pool": "scaled"}); served {
+		t.Error("a deleted pool's docexec_pool_condition is still served")
 	}
 }
 
@@ -456,9 +472,9 @@ func TestPoolsOfOneNameInTwoNamespacesShareNothing(t *testing.T) {
 		var d appsv1.Deployment
 		e.mustGet(&d, "docs-p0")
 		cfg := e.executorConfig(d.Spec.Template.Spec.Containers[0])
-		identities = append(identities, cfg.Pool)
+		identities = append(identities, cfg.Identity())
 		groups = append(groups, cfg.Kafka.Group)
-		transactional = append(transactional, kafka.TransactionalID(cfg.Pool, cfg.Kafka.InputTopic, cfg.Partition))
+		transactional = append(transactional, kafka.TransactionalID(cfg.Identity(), cfg.Kafka.InputTopic, cfg.Partition))
 	}
 	for _, pair := range [][]string{identities, groups, transactional} {
 		if pair[0] == pair[1] {
@@ -614,6 +630,11 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 	if st := e.get(p).Status; st.ReadyPartitions != 0 || st.Leaders != 0 || meta.IsStatusConditionTrue(st.Conditions, controllers.ConditionReady) {
 		t.Fatalf("ready without leaders: %+v", st)
 	}
+	for _, partition := range []string{"0", "1"} {
+		if led, ok := operatorMetric(t, "docexec_pool_partition_led", map[string]string{"namespace": p.Namespace, "pool": "watched", "partition": partition}); !ok || led != 0 {
+			t.Fatalf("partition %s without a leader: docexec_pool_partition_led %v (served: %v), want 0", partition, led, ok)
+		}
+	}
 	for i, holder := range []string{"watched-p0-xyz", "watched-p1-abc"} {
 		var l coordinationv1.Lease
 		e.mustGet(&l, fmt.Sprintf("watched-p%d", i))
@@ -635,6 +656,39 @@ func TestStatusReportsReadyPartitionsLeadersAndLag(t *testing.T) {
 	if st.Leaders != 2 || st.MaxLag == nil || *st.MaxLag != 42 {
 		t.Fatalf("leaders %d, max lag %v: want 2 and 42", st.Leaders, st.MaxLag)
 	}
+	for _, partition := range []string{"0", "1"} {
+		if led, _ := operatorMetric(t, "docexec_pool_partition_led", map[string]string{"namespace": p.Namespace, "pool": "watched", "partition": partition}); led != 1 {
+			t.Fatalf("partition %s led: docexec_pool_partition_led %v, want 1", partition, led)
+		}
+	}
+	if ready, _ := operatorMetric(t, "docexec_pool_condition", map[string]string{"namespace": p.Namespace, "pool": "watched", "condition": "Ready"}); ready != 1 {
+		t.Fatalf("docexec_pool_condition of Ready %v, want 1", ready)
+	}
+}
+
+// operatorMetric returns the value of the series of the manager's registry
+// (where the operator's metrics are served) that has name and labels.
+func operatorMetric(t *testing.T, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
 }
 
 func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {

@@ -88,7 +88,7 @@ func specHash(v any) string {
 func executorConfig(p *docexecv1.DocExecutorPool) ([]byte, error) {
 	s := p.Spec
 	c := config.Default()
-	c.Pool = poolIdentity(p)
+	c.Pool, c.PoolNamespace = p.Name, p.Namespace
 	c.Kafka.Brokers = s.Kafka.Brokers
 	c.Kafka.InputTopic, c.Kafka.OutputTopic, c.Kafka.DeadLetterTopic = s.Kafka.InputTopic, s.Kafka.OutputTopic, s.Kafka.DeadLetterTopic
 	c.Kafka.Group = consumerGroup(p)
@@ -353,9 +353,6 @@ func kafkaTLSVolume(p *docexecv1.DocExecutorPool) *corev1.ProjectedVolumeSource 
 }
 
 // consumerGroup is the group whose offsets a pool's executors commit.
-func consumerGroup(p *docexecv1.DocExecutorPool) string { return config.Group(poolIdentity(p)) }
-
-// poolIdentity is what scopes a pool's state on the shared servers (Redis
-// keys, consumer group, transactional ids, PostgreSQL watermarks): its
-// namespace and name, since two namespaces may each have a pool "docs".
-func poolIdentity(p *docexecv1.DocExecutorPool) string { return p.Namespace + "/" + p.Name }
+func consumerGroup(p *docexecv1.DocExecutorPool) string {
+	return config.Group(config.Identity(p.Namespace, p.Name))
+}

@@ -145,7 +145,7 @@ func buildDocexec(t testing.TB) string {
 
 // startOperator runs `docexec manager` against the cluster, as the
 // operator's ServiceAccount when installed (so its RBAC is what is tested),
-// until t ends.
+// until t ends; flags given override the defaults (the last one wins).
 func (c *cluster) startOperator(kubeconfig string, flags ...string) {
 	c.t.Helper()
 	c.background("operator", append(os.Environ(), "KUBECONFIG="+kubeconfig),
@@ -243,6 +243,14 @@ func TestHelmInstallsTheChart(t *testing.T) {
 	if without := c.run("helm", "template", "t", "charts/docexec", "--set", "crds.enabled=false"); strings.Contains(without, "kind: CustomResourceDefinition") {
 		t.Fatal("crds.enabled=false still renders the CRD")
 	}
+	// Monitoring is off by default (its kinds need the Prometheus
+	// Operator's CRDs); on, it lints clean.
+	for _, kind := range []string{"kind: ServiceMonitor", "kind: PrometheusRule", "grafana_dashboard"} {
+		if strings.Contains(manifest, kind) {
+			t.Fatalf("the default manifest holds %s", kind)
+		}
+	}
+	c.run("helm", append([]string{"lint", "charts/docexec"}, everyMonitoringOption...)...)
 	c.run("helm", "install", "docexec", "charts/docexec", "--namespace", "docexec", "--create-namespace")
 	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
 	if out := c.run("kubectl", "get", "-n", "docexec", "deployment", "-l", "app.kubernetes.io/instance=docexec", "-o", "name"); !strings.Contains(out, "deployment.apps/docexec-operator") {

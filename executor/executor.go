@@ -126,7 +126,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}()
 		return serve(gctx, cfg, log, reg, h, &ready)
 	})
-	log.Info("Executor started", "pool", cfg.Pool, "partition", cfg.Partition, "listen", cfg.Listen)
+	log.Info("Executor started", "pool", cfg.Identity(), "partition", cfg.Partition, "listen", cfg.Listen)
 	return g.Wait()
 }
 
@@ -139,8 +139,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	defer conns.close()
 	exec, err := NewPipeline(cfg, pipeline.Deps{
 		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
-		State: state.New(conns.redis, state.Options{Pool: cfg.Pool, Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
+		State: state.New(conns.redis, state.Options{Pool: cfg.Identity(), Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
 			PartitionCount: conns.kafka.PartitionCount(cfg.Kafka.InputTopic)}),
+		// The pool's name: its namespace is the scraped pod's.
 		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
 	})
 	if err != nil {
@@ -381,7 +382,7 @@ func NewPipeline(cfg config.Config, deps pipeline.Deps) (*pipeline.Executor, err
 	}
 	deps.Codec = c
 	return pipeline.New(pipeline.Options{
-		Pool: cfg.Pool, Partition: cfg.Partition,
+		Pool: cfg.Identity(), Partition: cfg.Partition,
 		InputTopic: cfg.Kafka.InputTopic, OutputTopic: cfg.Kafka.OutputTopic, DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
 		Group: cfg.Kafka.Group, StartOffset: cfg.Kafka.StartOffset,
 		BatchSize: cfg.Batch.Size, BatchBytes: cfg.Batch.MaxBytes, BatchWait: time.Duration(cfg.Batch.MaxWait),

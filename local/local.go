@@ -314,7 +314,9 @@ func countAll(parts []*metrics.Partition) counts {
 		c.in += int64(counterValue(p.In))
 		c.emitted += int64(counterValue(p.Emitted))
 		c.unchanged += int64(counterValue(p.Unchanged))
-		c.deadLettered += int64(counterValue(p.DeadLettered))
+		for _, d := range p.DeadLettered {
+			c.deadLettered += int64(counterValue(d))
+		}
 	}
 	return c
 }

@@ -29,11 +29,13 @@ import (
 
 // Config is everything an executor needs to run one partition.
 type Config struct {
-	// Pool is the pool's identity: it scopes Redis keys, the consumer
-	// group, the transactional id and the PostgreSQL watermark. The operator
-	// sets "<namespace>/<name>", so that pools of one name in two namespaces
-	// sharing servers never meet.
+	// Pool names the pool; with PoolNamespace it is the pool's identity
+	// (Identity), which scopes Redis keys, the consumer group, the
+	// transactional id and the PostgreSQL watermark.
 	Pool string `json:"pool"`
+	// PoolNamespace is the pool's Kubernetes namespace, which the operator
+	// sets: pools of one name in two namespaces sharing servers never meet.
+	PoolNamespace string `json:"poolNamespace,omitempty"`
 	// Partition is the input partition this executor serves.
 	Partition int32    `json:"partition"`
 	Kafka     Kafka    `json:"kafka"`
@@ -182,13 +184,25 @@ func Load(args []string, env func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if cfg.Kafka.Group == "" {
-		cfg.Kafka.Group = Group(cfg.Pool)
+		cfg.Kafka.Group = Group(cfg.Identity())
 	}
 	return cfg, cfg.Validate()
 }
 
+// Identity is what scopes the pool's state on shared servers.
+func (c Config) Identity() string { return Identity(c.PoolNamespace, c.Pool) }
+
+// Identity is the identity of pool in namespace: "<namespace>/<pool>", or
+// the pool alone outside Kubernetes.
+func Identity(namespace, pool string) string {
+	if namespace == "" {
+		return pool
+	}
+	return namespace + "/" + pool
+}
+
 // Group is the consumer group of a pool's executors unless configured.
-func Group(pool string) string { return "docexec-" + pool }
+func Group(identity string) string { return "docexec-" + identity }
 
 // FlagSet returns the executor's flags, bound to cfg.
 func FlagSet(cfg *Config) *flag.FlagSet {
@@ -199,7 +213,8 @@ func FlagSet(cfg *Config) *flag.FlagSet {
 }
 
 func bind(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Pool, "pool", c.Pool, "pool identity (scopes keys, group, transactional id); the operator sets <namespace>/<name>")
+	fs.StringVar(&c.Pool, "pool", c.Pool, "pool name (with poolNamespace, scopes keys, group, transactional id)")
+	fs.StringVar(&c.PoolNamespace, "poolNamespace", c.PoolNamespace, "the pool's namespace, set by the operator")
 	fs.Var(int32Value{&c.Partition}, "partition", "input partition to serve")
 	fs.Var(listValue{&c.Kafka.Brokers}, "kafka.brokers", "comma-separated Kafka brokers")
 	fs.StringVar(&c.Kafka.Version, "kafka.version", c.Kafka.Version, "Kafka protocol version (default "+kafka.DefaultVersion+")")
@@ -276,7 +291,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %s", field, msg))
 		}
 	}
-	check(c.Pool != "" && !strings.ContainsAny(c.Pool, "{}"), "pool", "required, without braces")
+	check(c.Pool != "" && !strings.ContainsAny(c.Pool, "{}/"), "pool", "required, without braces or slashes")
+	check(!strings.ContainsAny(c.PoolNamespace, "{}/"), "poolNamespace", "without braces or slashes")
 	check(c.Partition >= 0, "partition", "must be 0 or more")
 	if err := c.Kafka.Config.Validate(); err != nil {
 		errs = append(errs, err)

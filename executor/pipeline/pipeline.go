@@ -21,6 +21,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -171,6 +172,9 @@ func (e *Executor) Run(ctx context.Context) error {
 	defer e.clearHealth()
 	started := false
 	err := e.runOnce(ctx, &started)
+	if Fenced(err) {
+		e.deps.Metrics.Fenced.Inc()
+	}
 	if err != nil && !started && ctx.Err() != nil {
 		// Stopped while starting: nothing was applied, and whatever failed
 		// then (a query cut short: context canceled, or a connection
@@ -392,10 +396,12 @@ func (e *Executor) recorded(ctx context.Context, from, to int64, budget int) (pe
 
 // batch is one transaction's worth of output.
 type batch struct {
-	msgs                  []kafka.Message
-	next                  int64 // the offset to commit
-	emitted, deadLettered int
-	highWaterMark         int64
+	msgs               []kafka.Message
+	next               int64 // the offset to commit
+	emitted            int
+	badInput, tooLarge int // dead letters
+	highWaterMark      int64
+	newest             time.Time // the Kafka timestamp of the batch's last message
 }
 
 // runOnce runs the term; started says when it began processing.
@@ -431,7 +437,7 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 			if m.Topic == o.OutputTopic {
 				d.Metrics.Emitted.Inc()
 			} else {
-				d.Metrics.DeadLettered.Inc()
+				d.Metrics.DeadLettered[deadLetterReason(m)].Inc()
 			}
 		}
 	}
@@ -473,8 +479,8 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 	*started = true
 	e.ready.Store(true)
 	d.Health.Set(HealthTerm, nil)
-	d.Metrics.Leader.Set(1)
-	defer func() { e.ready.Store(false); d.Metrics.Leader.Set(0) }()
+	d.Metrics.Led(true)
+	defer func() { e.ready.Store(false); d.Metrics.Led(false) }()
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -518,8 +524,9 @@ func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan ba
 		m.PublishSeconds.Observe(time.Since(started).Seconds())
 		e.published.Store(b.next)
 		m.Emitted.Add(float64(b.emitted))
-		m.DeadLettered.Add(float64(b.deadLettered))
-		m.ConsumerLag.Set(float64(max(0, b.highWaterMark-b.next)))
+		m.DeadLettered[metrics.BadInput].Add(float64(b.badInput))
+		m.DeadLettered[metrics.TooLarge].Add(float64(b.tooLarge))
+		m.Committed(b.next, b.highWaterMark, b.newest)
 	}
 	return nil
 }
@@ -596,7 +603,7 @@ func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Re
 func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage, highWaterMark int64) (batch, error) {
 	started := time.Now()
 	o, d := p.opts, p.deps
-	b := batch{next: msgs[len(msgs)-1].Offset + 1, highWaterMark: highWaterMark}
+	b := batch{next: msgs[len(msgs)-1].Offset + 1, highWaterMark: highWaterMark, newest: msgs[len(msgs)-1].Timestamp}
 	updates := make([]state.Update, 0, len(msgs))
 	sources := make([]*sarama.ConsumerMessage, 0, len(msgs)) // of each update
 	for _, m := range msgs {
@@ -611,7 +618,7 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 		if err != nil {
 			if emit != state.EmitNever {
 				b.msgs = append(b.msgs, p.deadLetter(m, m.Key, m.Value, reason(err)))
-				b.deadLettered++
+				b.badInput++
 			}
 			continue
 		}
@@ -628,9 +635,9 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 		if size := kafka.RecordBytes(out); size > p.budget {
 			// Stored in Redis (and soon PostgreSQL) all the same: only its
 			// publication is impossible, which a small dead letter says.
-			why := fmt.Sprintf("state too large to publish: %d bytes, more than the %d that topics of max.message.bytes %d take; it is stored in Redis and PostgreSQL", size, p.budget, p.limit)
+			why := fmt.Sprintf(tooLargeReason+": %d bytes, more than the %d that topics of max.message.bytes %d take; it is stored in Redis and PostgreSQL", size, p.budget, p.limit)
 			b.msgs = append(b.msgs, p.deadLetter(sources[res.EmittedBy[i]], out.Key, nil, why))
-			b.deadLettered++
+			b.tooLarge++
 			continue
 		}
 		b.msgs = append(b.msgs, out)
@@ -650,6 +657,19 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 	d.Metrics.ReadThrough.Add(float64(res.ReadThrough))
 	d.Metrics.BatchSeconds.Observe(time.Since(started).Seconds())
 	return b, nil
+}
+
+// tooLargeReason starts the reason of a state too large to publish.
+const tooLargeReason = "state too large to publish"
+
+// deadLetterReason classes a recorded dead letter by its reason header
+// (the first): the recorded output holds those of bad input and of states
+// too large to publish (refused states are sent by the sync, unrecorded).
+func deadLetterReason(dl kafka.Message) metrics.DeadLetterReason {
+	if bytes.HasPrefix(dl.Headers[0].Value, []byte(tooLargeReason)) {
+		return metrics.TooLarge
+	}
+	return metrics.BadInput
 }
 
 // reason is what a dead letter says of a decoding error.
@@ -784,7 +804,7 @@ func (r *refusedStates) publish(ctx context.Context, d document.Document, why st
 	case <-ctx.Done():
 		return ctx.Err() // the state stays to sync: the next pass tries again
 	}
-	r.deps.Metrics.DeadLettered.Inc()
+	r.deps.Metrics.DeadLettered[metrics.Refused].Inc()
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -613,8 +614,19 @@ func TestAStateTooLargeToPublishIsDeadLetteredAndStillStored(t *testing.T) {
 			t.Errorf("dead letter %d: key %q, %d bytes, headers %v", i, r.Key, len(r.Value), hd)
 		}
 	}
+	h.checkDeadLetters(map[metrics.DeadLetterReason]float64{metrics.TooLarge: 2})
 	_, final := h.reference()
 	h.checkStored(final) // the big state is in PostgreSQL, whole
+}
+
+// checkDeadLetters asserts the dead letters counted by reason.
+func (h *harness) checkDeadLetters(want map[metrics.DeadLetterReason]float64) {
+	h.t.Helper()
+	for _, r := range metrics.DeadLetterReasons {
+		if got := testutil.ToFloat64(h.partitionMetrics().DeadLettered[r]); got != want[r] {
+			h.t.Errorf("%v dead letters counted as %s, want %v", got, r, want[r])
+		}
+	}
 }
 
 func TestABadMessageTooLargeForTheDeadLetterTopicLeavesItsValueOut(t *testing.T) {
@@ -634,6 +646,7 @@ func TestABadMessageTooLargeForTheDeadLetterTopicLeavesItsValueOut(t *testing.T)
 	if got := h.emitted(); len(got) != 1 {
 		t.Fatalf("emitted %v, want the good update's state", got)
 	}
+	h.checkDeadLetters(map[metrics.DeadLetterReason]float64{metrics.BadInput: 1})
 }
 
 func TestAnEightKilobyteURLGoesThroughRedisTheSyncAndPostgreSQL(t *testing.T) {
@@ -692,6 +705,37 @@ func TestAStateTheFinalSyncCannotStoreIsDeadLetteredAndTheStopIsClean(t *testing
 	json, _ := codec.New("json")
 	if got, err := json.Decode(dead[0].Value); err != nil || got.Text != refused.Text {
 		t.Fatalf("the dead letter holds %q (%v), want the state", dead[0].Value, err)
+	}
+	h.checkDeadLetters(map[metrics.DeadLetterReason]float64{metrics.Refused: 1})
+}
+
+// TestAFencedTermIsCounted claims the partition with a second executor
+// while the first leads: the first's term ends fenced, and is counted.
+func TestAFencedTermIsCounted(t *testing.T) {
+	h := newHarness(t)
+	stopOld := h.start()
+	h.produce(updates(100, 10, 1)...)
+	h.waitCommitted()
+	newer := h.executor()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- newer.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !newer.Ready() { // it claimed the partition
+		if time.Now().After(deadline) {
+			t.Fatal("the second executor never claimed the partition")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := stopOld(); !pipeline.Fenced(err) {
+		t.Fatalf("the first term ended with %v, want fenced", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(h.partitionMetrics().Fenced); got != 1 {
+		t.Fatalf("%v fenced terms counted, want 1", got)
 	}
 }
 

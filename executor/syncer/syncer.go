@@ -43,6 +43,7 @@ const firstPageStates = 64
 // Store is the durable copy (store.Store).
 type Store interface {
 	Save(ctx context.Context, states []document.Document, mark *store.Watermark) error
+	Watermark(ctx context.Context, pool string, partition int32) (store.Watermark, bool, error)
 }
 
 // Syncer syncs one partition.
@@ -64,6 +65,10 @@ type Syncer struct {
 	// synced is the watermark last written, when hasSynced.
 	synced    int64
 	hasSynced bool
+	// stored is the watermark PostgreSQL held when Run started, which the
+	// lag is measured from until this term writes one (storedKnown).
+	stored      int64
+	storedKnown bool
 	// pageStates is the states to read in the next page, from the bytes of
 	// the last; 0 before any (then firstPageStates).
 	pageStates int
@@ -198,6 +203,11 @@ func (s *Syncer) isolate(ctx context.Context, page []document.Document) ([]refus
 // is logged and retried next interval while dirty states wait in Redis;
 // losing the partition (fenced, Redis lost) ends Run.
 func (s *Syncer) Run(ctx context.Context, epoch uint64, interval time.Duration) error {
+	// Read now, while PostgreSQL was just reached to claim the partition:
+	// a sync failing from the term's first pass on shows its lag.
+	if mark, found, err := s.Store.Watermark(ctx, s.Pool, s.Part); err == nil && found && mark.Offset != store.NoOffset {
+		s.stored, s.storedKnown = mark.Offset, true
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -218,11 +228,16 @@ func (s *Syncer) Run(ctx context.Context, epoch uint64, interval time.Duration) 
 	}
 }
 
-// updateLag measures how far PostgreSQL's watermark is behind Redis.
+// updateLag measures how far PostgreSQL's watermark is behind Redis, after
+// every pass, failed or not.
 func (s *Syncer) updateLag(ctx context.Context) {
 	applied, found, err := s.State.Applied(ctx)
-	if err == nil && found && s.hasSynced {
+	switch {
+	case err != nil || !found:
+	case s.hasSynced:
 		s.Metrics.SyncLag.Set(float64(applied - s.synced))
+	case s.storedKnown:
+		s.Metrics.SyncLag.Set(float64(applied - s.stored))
 	}
 }
 

@@ -10,10 +10,12 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/metrics"
@@ -342,5 +344,47 @@ func TestARowPostgreSQLRefusesIsReportedAndTheWatermarkAdvances(t *testing.T) {
 				t.Fatalf("Redis holds %+v, want the refused state kept", got[bad.URL])
 			}
 		})
+	}
+}
+
+// unreachable is PostgreSQL that answers reads but fails every write, and
+// says when one was tried.
+type unreachable struct {
+	*store.Store
+	saves chan struct{}
+}
+
+func (s *unreachable) Save(ctx context.Context, _ []document.Document, _ *store.Watermark) error {
+	select {
+	case s.saves <- struct{}{}:
+	case <-ctx.Done():
+	}
+	return errCrash
+}
+
+// TestTheSyncLagOfATermWhoseSyncsAllFailIsReported starts a term on a
+// partition synced up to offset 100 and applied up to 150, whose every
+// write to PostgreSQL fails: the lag must read 50 after its first pass,
+// though this term never wrote a watermark.
+func TestTheSyncLagOfATermWhoseSyncsAllFailIsReported(t *testing.T) {
+	f := newFixture(t)
+	f.apply(t, 100, 1)
+	if _, err := f.syncer(f.store).Pass(context.Background(), f.epoch); err != nil {
+		t.Fatal(err)
+	}
+	f.apply(t, 50, 2)
+	down := &unreachable{Store: f.store, saves: make(chan struct{})}
+	s := f.syncer(down)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, f.epoch, time.Millisecond) }()
+	<-down.saves // the first pass fails
+	<-down.saves // the second: the first pass measured the lag before
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(s.Metrics.SyncLag); got != 50 {
+		t.Fatalf("sync lag %v, want 50 (applied 150, PostgreSQL's watermark 100)", got)
 	}
 }

@@ -203,3 +203,37 @@ func (c *countingTopics) Describe(ctx context.Context, p *docexecv1.DocExecutorP
 	c.n.Add(1)
 	return c.Topics.Describe(ctx, p)
 }
+
+func TestThePoolTellsWhatAPersonWantsToKnowInEvents(t *testing.T) {
+	e := newEnv(t, fixedTopics{n: 3})
+	p := e.pool("told", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](2) })
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventPartitionsScaled, "Scaled from 0 to 2 partitions")
+	e.waitEvent(p, docexecv1.ReasonPartitionsNotCovered, "runs 2 partitions; topic updates has 3")
+
+	lead := func(partition, holder string) {
+		var l coordinationv1.Lease
+		e.edit(&l, "told-p"+partition, func() { l.Spec.HolderIdentity = ptr.To(holder) })
+	}
+	lead("0", "told-p0-a")
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventLeaderChanged, "partition 0: told-p0-a")
+	lead("0", "told-p0-b")
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventLeaderChanged, "partition 0: told-p0-b")
+	lead("0", "")
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventPartitionWithoutLeader, "partition 0 (was told-p0-b)")
+
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](3) })
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventPartitionsScaled, "Scaled from 2 to 3 partitions")
+	e.waitEvent(p, docexecv1.EventRecovered, "was PartitionsNotCovered")
+
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Paused = true })
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventPaused, "zero pods")
+	e.update(p, func(s *docexecv1.DocExecutorPoolSpec) { s.Paused = false })
+	e.reconcile(p)
+	e.waitEvent(p, docexecv1.EventResumed, "back to its replicas")
+}

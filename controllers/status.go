@@ -97,7 +97,8 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashe
 	}
 	switch {
 	case len(out.conflicts) > 0:
-		msg := "Left untouched, not the pool's (no " + LabelPool + "=" + pool.Name + " label, or another controller): " + strings.Join(out.conflicts, ", ") + "; delete or rename them"
+		msg := "Left untouched, not the pool's (another controller, or not labelled " + LabelPool + "=" + pool.Name + " and app.kubernetes.io/managed-by=" + managedBy + "): " +
+			strings.Join(out.conflicts, ", ") + "; delete or rename them"
 		if out.blocked {
 			msg += ". Until then the partitions are left as they are: the executors would run with configuration or rights that are not the pool's"
 		}

@@ -39,8 +39,11 @@ const (
 // Reasons of the Degraded condition, the first that applies.
 const (
 	// ReasonOwnershipConflict (True): an object the pool needs exists and is
-	// not the pool's (no docexec.io/pool label for it, or another
-	// controller). The operator leaves it untouched; delete or rename it.
+	// not the pool's: another controller, or neither the pool as controller
+	// nor the labels docexec.io/pool=<pool> and
+	// app.kubernetes.io/managed-by=docexec-operator. The operator leaves it
+	// untouched (and, if the executors would run with it, their partitions
+	// too); delete or rename it.
 	ReasonOwnershipConflict = "OwnershipConflict"
 	// ReasonReconcileFailed (True): writing the pool's objects failed; the
 	// message is the error. The operator retries with backoff.

@@ -119,9 +119,13 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 	logger := log.FromContext(ctx)
 	var pool docexecv1.DocExecutorPool
 	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.forgetPool(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !pool.DeletionTimestamp.IsZero() {
+		r.written.forgetPool(req.NamespacedName)
 		return ctrl.Result{}, nil // owned objects go with it (owner references)
 	}
 
@@ -362,11 +366,12 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 		return out
 	}
 
+	key := client.ObjectKeyFromObject(pool)
 	var created, removed atomic.Int32
 	out.err = r.each(ctx, len(pl.deployments), func(ctx context.Context, i int) error {
 		p := int32(i)
 		dep, ok := o.deployments[p]
-		if !ok || !current(dep, pl.hashes[i]) || r.written.drifted(dep) {
+		if !ok || !current(dep, pl.hashes[i]) || r.written.drifted(key, dep) {
 			var seen client.Object // nil: not the pool's, or not there; ensure looks
 			if ok {
 				seen = dep
@@ -381,7 +386,7 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 			}
 		}
 		pdb, ok := o.budgets[p]
-		if !ok || !current(pdb, specHash(pl.budgets[i])) || r.written.drifted(pdb) {
+		if !ok || !current(pdb, specHash(pl.budgets[i])) || r.written.drifted(key, pdb) {
 			var seen client.Object
 			if ok {
 				seen = pdb
@@ -554,7 +559,7 @@ func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.
 	case claimTheirs:
 		return newConflict(observed)
 	case claimOurs:
-		if current(observed, hash) && !r.written.drifted(observed) {
+		if current(observed, hash) && !r.written.drifted(client.ObjectKeyFromObject(pool), observed) {
 			return nil
 		}
 	}
@@ -572,7 +577,7 @@ func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.
 	if err := r.Update(ctx, obj); err != nil {
 		return fmt.Errorf("update %s %s: %w", kindOf(obj), obj.GetName(), err)
 	}
-	r.written.remember(obj)
+	r.written.remember(client.ObjectKeyFromObject(pool), obj)
 	return nil
 }
 
@@ -632,7 +637,7 @@ func (r *DocExecutorPoolReconciler) create(ctx context.Context, pool *docexecv1.
 	if err := r.Create(ctx, obj); err != nil {
 		return fmt.Errorf("create %s %s: %w", kindOf(obj), obj.GetName(), err)
 	}
-	r.written.remember(obj)
+	r.written.remember(client.ObjectKeyFromObject(pool), obj)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"maps"
 	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -40,6 +41,8 @@ type writtenHashes struct {
 }
 
 type written struct {
+	// pool owns the object: its entries go with it.
+	pool types.NamespacedName
 	// generation is the object's when hash was taken, for kinds whose
 	// generation moves with every change of what is hashed: a pass skips
 	// hashing those whose generation did not move.
@@ -47,8 +50,13 @@ type written struct {
 	hash       string
 }
 
-// remember records obj, as returned by the API server after our write.
-func (w *writtenHashes) remember(obj client.Object) {
+// remember records obj of pool, as returned by the API server after our
+// write.
+func (w *writtenHashes) remember(pool types.NamespacedName, obj client.Object) {
+	w.set(obj, written{pool: pool, generation: generationOf(obj), hash: specHash(managedContent(obj))})
+}
+
+func (w *writtenHashes) set(obj client.Object, e written) {
 	if obj.GetUID() == "" {
 		return
 	}
@@ -57,7 +65,7 @@ func (w *writtenHashes) remember(obj client.Object) {
 	if w.m == nil {
 		w.m = map[types.UID]written{}
 	}
-	w.m[obj.GetUID()] = written{generation: generationOf(obj), hash: specHash(managedContent(obj))}
+	w.m[obj.GetUID()] = e
 }
 
 func (w *writtenHashes) forget(obj client.Object) {
@@ -66,10 +74,18 @@ func (w *writtenHashes) forget(obj client.Object) {
 	delete(w.m, obj.GetUID())
 }
 
+// forgetPool drops the entries of a pool that is gone (its objects go with
+// it, deleted by the garbage collector, not by us).
+func (w *writtenHashes) forgetPool(pool types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	maps.DeleteFunc(w.m, func(_ types.UID, e written) bool { return e.pool == pool })
+}
+
 // drifted reports whether obj (as observed; never changed here) differs
 // from what the operator last wrote. An object not written by this process
 // becomes the reference as it is.
-func (w *writtenHashes) drifted(obj client.Object) bool {
+func (w *writtenHashes) drifted(pool types.NamespacedName, obj client.Object) bool {
 	w.mu.Lock()
 	last, ok := w.m[obj.GetUID()]
 	w.mu.Unlock()
@@ -79,12 +95,7 @@ func (w *writtenHashes) drifted(obj client.Object) bool {
 	}
 	hash := specHash(managedContent(obj))
 	if !ok || hash == last.hash {
-		w.mu.Lock()
-		if w.m == nil {
-			w.m = map[types.UID]written{}
-		}
-		w.m[obj.GetUID()] = written{generation: gen, hash: hash}
-		w.mu.Unlock()
+		w.set(obj, written{pool: pool, generation: gen, hash: hash})
 		return false
 	}
 	return true

@@ -77,7 +77,7 @@ generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy functions.
 
 .PHONY: docs
 docs: manifests ## Generate docs/api.md, the DocExecutorPool field reference, from the CRD.
-	$(GO) run ./hack/apidocs config/crd/bases/docexec.io_docexecutorpools.yaml > docs/api.md
+	$(GO) run ./hack/apidocs config/crd/bases/docexec.io_docexecutorpools.yaml api/v1alpha1/conditions.go > docs/api.md
 
 .PHONY: verify-generated
 verify-generated: manifests generate docs ## Fail if generated files differ from what is committed.

@@ -8,7 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -62,6 +66,9 @@ type DocExecutorPoolReconciler struct {
 	// ConcurrentWrites bounds the API writes a pass has in flight at once;
 	// DefaultConcurrentWrites when zero.
 	ConcurrentWrites int
+
+	// written finds hand edits of the objects the pools own.
+	written writtenHashes
 }
 
 // +kubebuilder:rbac:groups=docexec.io,resources=docexecutorpools,verbs=get;list;watch;update;patch
@@ -80,8 +87,16 @@ type DocExecutorPoolReconciler struct {
 // conflictRetry is how soon a pass that lost a write race runs again.
 const conflictRetry = 200 * time.Millisecond
 
-// Reconcile observes a pool's objects, writes its status, then makes the
-// objects what the spec says. A pass with nothing to change writes nothing.
+// Reconcile observes a pool's objects, makes them what the spec says, then
+// writes the status of what it observed and ran into. A pass with nothing
+// to change writes nothing.
+//
+// Objects of the names a pool needs that are not its own are left
+// untouched and reported (Degraded, OwnershipConflict), not returned as an
+// error: only a person can resolve them, and the pool comes back at the
+// resync. A write that fails is returned (retried with backoff) and
+// reported too; the same failure again builds the same status, which is
+// not written again, so neither flips a condition nor loops.
 //
 // A write conflict is routine (the pool or a child changed since the cache
 // served it, often by our own previous pass): the pass runs again shortly
@@ -90,7 +105,7 @@ const conflictRetry = 200 * time.Millisecond
 func (r *DocExecutorPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	res, err := r.reconcile(ctx, req)
 	switch {
-	case apierrors.IsConflict(err):
+	case retryable(err):
 		log.FromContext(ctx).V(1).Info("Requeued DocExecutorPool after a write conflict", "err", err.Error())
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
@@ -106,11 +121,13 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 	var pool docexecv1.DocExecutorPool
 	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.written.forgetPool(req.NamespacedName)
 			forgetPoolMetrics(req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !pool.DeletionTimestamp.IsZero() {
+		r.written.forgetPool(req.NamespacedName)
 		forgetPoolMetrics(pool.Namespace, pool.Name)
 		return ctrl.Result{}, nil // owned objects go with it (owner references)
 	}
@@ -125,32 +142,35 @@ func (r *DocExecutorPoolReconciler) reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, err
 	}
 	wanted.hashes = wanted.deploymentHashes()
-	status := buildStatus(&pool, want, observed, wanted.hashes)
-	recordPoolMetrics(&pool, status)
-	// A conflict means the pool changed: look again. Any other failure (a
-	// loaded API server timing out on a pool of thousands of partitions)
-	// does not hold back the partitions' objects; it is returned after.
-	statusErr := r.writeStatus(ctx, &pool, status)
-	if apierrors.IsConflict(statusErr) {
-		return ctrl.Result{}, statusErr
-	}
 
+	var out outcome
 	if want.count < 0 {
 		logger.Info("Left DocExecutorPool as it is: its partition count is unknown", "err", want.err)
-	} else if err := r.act(ctx, &pool, wanted, observed); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{}, err // not a failure to report
+	} else {
+		out = r.act(ctx, &pool, wanted, observed)
+		if retryable(out.err) {
+			return ctrl.Result{}, out.err // not a failure to report
 		}
-		// Say so where users look, then retry with backoff.
-		failed := pool.Status.DeepCopy()
-		setCondition(failed, pool.Generation, ConditionDegraded, true, "ReconcileFailed", err.Error())
-		recordPoolMetrics(&pool, *failed)
-		return ctrl.Result{}, errors.Join(err, statusErr, r.writeStatus(ctx, &pool, *failed))
 	}
-	if statusErr != nil {
-		return ctrl.Result{}, statusErr
+	before := pool.Status
+	status := buildStatus(&pool, want, observed, wanted.hashes, out)
+	recordPoolMetrics(&pool, status)
+	statusErr := r.writeStatus(ctx, &pool, status)
+	if statusErr == nil {
+		for _, e := range statusEvents(before, status) {
+			r.Recorder.Event(&pool, e.typ, e.reason, e.message)
+		}
+	}
+	if err := errors.Join(out.err, statusErr); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
+}
+
+// retryable reports a write that raced another and will succeed on fresh
+// objects: a conflict, or a create of what the cache did not show yet.
+func retryable(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 }
 
 func (r *DocExecutorPoolReconciler) resync() time.Duration {
@@ -174,10 +194,7 @@ func (r *DocExecutorPoolReconciler) partitions(ctx context.Context, pool *docexe
 	info, err := r.Topics.Describe(ctx, pool)
 	w.info = info // what is known, even with an error (a missing input topic)
 	if err != nil {
-		w.err = err
-		if pool.Spec.Partitions == nil { // only then does the pool depend on it
-			r.Recorder.Eventf(pool, corev1.EventTypeWarning, "KafkaUnreachable", "Reading the partitions of topic %s failed: %v", pool.Spec.Kafka.InputTopic, err)
-		}
+		w.err = err // in status (and so an event) when the pool depends on it
 	} else {
 		w.topic = &info.Partitions
 	}
@@ -206,8 +223,11 @@ func (r *DocExecutorPoolReconciler) writeStatus(ctx context.Context, pool *docex
 
 // plan is what the operator wants to exist for a pool.
 type plan struct {
-	// shared are the pool's objects: configuration, RBAC, Service.
-	shared      []client.Object
+	// executorsNeed are the pool's objects the executors run with: their
+	// configuration, ServiceAccount, Role and RoleBinding, in that order.
+	executorsNeed []client.Object
+	// service lists the executors for scraping.
+	service     client.Object
 	deployments []*appsv1.Deployment // one per partition, in order
 	budgets     []*policyv1.PodDisruptionBudget
 	hashes      []string // deploymentHashes, once computed
@@ -223,7 +243,7 @@ func (r *DocExecutorPoolReconciler) plan(pool *docexecv1.DocExecutorPool, partit
 	if image == "" {
 		image = r.DefaultImage
 	}
-	pl := plan{shared: []client.Object{cm, serviceAccount(pool), role(pool, partitions), roleBinding(pool), metricsService(pool)}}
+	pl := plan{executorsNeed: []client.Object{cm, serviceAccount(pool), role(pool, partitions), roleBinding(pool)}, service: metricsService(pool)}
 	for p := range partitions {
 		pl.deployments = append(pl.deployments, deployment(pool, p, image, specHash(cm.Data)))
 		pl.budgets = append(pl.budgets, podDisruptionBudget(pool, p))
@@ -312,45 +332,87 @@ func partitionOf(obj client.Object) (int32, bool) {
 	return int32(n), err == nil
 }
 
-// act makes the pool's objects match the spec: the pool's shared objects
-// first (the executors' Role among them), then every partition's, up to
-// ConcurrentWrites requests at once. The first error stops the pass.
-func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.DocExecutorPool, pl plan, o observed) error {
-	for _, obj := range pl.shared {
-		if err := r.ensure(ctx, pool, obj); err != nil {
+// act makes the pool's objects match the spec: the objects the executors
+// run with first, then the metrics Service, then every partition's, up to
+// ConcurrentWrites requests at once. Objects that are not the pool's are
+// left alone and listed in the outcome; while one of those the executors
+// run with is not the pool's, the partitions are left as they are. The
+// first failed write stops the pass.
+func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.DocExecutorPool, pl plan, o observed) outcome {
+	var (
+		mu  sync.Mutex
+		out outcome
+	)
+	// resolve records a conflict and lets the pass go on; other errors stop it.
+	resolve := func(err error) error {
+		var c *conflictError
+		if !errors.As(err, &c) {
 			return err
 		}
+		mu.Lock()
+		out.conflicts = append(out.conflicts, c.Error())
+		mu.Unlock()
+		return nil
 	}
-	err := r.each(ctx, len(pl.deployments), func(ctx context.Context, i int) error {
+	defer func() { slices.Sort(out.conflicts) }()
+	for i, obj := range pl.executorsNeed {
+		// The RoleBinding grants the Role to the ServiceAccount: not when
+		// either is someone else's.
+		if i == len(pl.executorsNeed)-1 && len(out.conflicts) > 0 {
+			break
+		}
+		if out.err = resolve(r.ensure(ctx, pool, obj, nil)); out.err != nil {
+			return out
+		}
+	}
+	out.blocked = len(out.conflicts) > 0
+	if out.err = resolve(r.ensure(ctx, pool, pl.service, nil)); out.err != nil || out.blocked {
+		return out
+	}
+
+	key := client.ObjectKeyFromObject(pool)
+	var created, removed atomic.Int32
+	out.err = r.each(ctx, len(pl.deployments), func(ctx context.Context, i int) error {
 		p := int32(i)
 		dep, ok := o.deployments[p]
-		if !ok || !current(dep, pl.hashes[i]) || scaledByHand(dep, pl.deployments[i]) {
-			if err := r.ensure(ctx, pool, pl.deployments[i]); err != nil {
-				return err
+		if !ok || !current(dep, pl.hashes[i]) || r.written.drifted(key, dep) {
+			var seen client.Object // nil: not the pool's, or not there; ensure looks
+			if ok {
+				seen = dep
+			}
+			switch err := r.ensure(ctx, pool, pl.deployments[i], seen); {
+			case err != nil:
+				if err := resolve(err); err != nil {
+					return err
+				}
+			case !ok:
+				created.Add(1)
 			}
 		}
-		if !ok {
-			r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionAdded", "Added partition %d", p)
-		}
-		if pdb, ok := o.budgets[p]; !ok || !current(pdb, specHash(pl.budgets[i])) {
-			if err := r.ensure(ctx, pool, pl.budgets[i]); err != nil {
+		pdb, ok := o.budgets[p]
+		if !ok || !current(pdb, specHash(pl.budgets[i])) || r.written.drifted(key, pdb) {
+			var seen client.Object
+			if ok {
+				seen = pdb
+			}
+			if err := resolve(r.ensure(ctx, pool, pl.budgets[i], seen)); err != nil {
 				return err
 			}
 		}
 		switch l, ok := o.leases[p]; {
 		case !ok:
-			return r.create(ctx, pool, lease(pool, p))
+			return resolve(r.ensureLease(ctx, pool, lease(pool, p)))
 		case !metav1.IsControlledBy(l, pool):
 			return r.adoptLease(ctx, pool, l)
 		}
 		return nil
 	})
-	if err != nil {
-		return err
+	if out.err != nil {
+		return out
 	}
 	partitions := int32(len(pl.deployments))
-	if err := r.markLeaders(ctx, o); err != nil {
-		return err
+	if out.err = r.markLeaders(ctx, o); out.err != nil {
+		return out
 	}
 	// Partitions no longer wanted go, with their budget and Lease.
 	var gone []int32
@@ -359,19 +421,27 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 			gone = append(gone, p)
 		}
 	}
-	err = r.each(ctx, len(gone), func(ctx context.Context, i int) error {
+	out.err = r.each(ctx, len(gone), func(ctx context.Context, i int) error {
 		p := gone[i]
 		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: partitionName(pool.Name, p), Namespace: pool.Namespace}}
+		if b, ok := o.budgets[p]; ok {
+			pdb = b
+		}
 		for _, obj := range []client.Object{o.deployments[p], pdb} {
 			if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("delete partition %d of DocExecutorPool %s: %w", p, pool.Name, err)
 			}
+			r.written.forget(obj)
 		}
-		r.Recorder.Eventf(pool, corev1.EventTypeNormal, "PartitionRemoved", "Removed partition %d", p)
+		removed.Add(1)
 		return nil
 	})
-	if err != nil {
-		return err
+	if out.err != nil {
+		return out
+	}
+	if created.Load() > 0 || removed.Load() > 0 {
+		before := int32(len(o.deployments))
+		r.Recorder.Eventf(pool, corev1.EventTypeNormal, docexecv1.EventPartitionsScaled, "Scaled from %d to %d partitions", before, before+created.Load()-removed.Load())
 	}
 	var leases []*coordinationv1.Lease
 	for p, l := range o.leases {
@@ -379,12 +449,13 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 			leases = append(leases, l)
 		}
 	}
-	return r.each(ctx, len(leases), func(ctx context.Context, i int) error {
+	out.err = r.each(ctx, len(leases), func(ctx context.Context, i int) error {
 		if err := r.Delete(ctx, leases[i]); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("delete Lease %s of DocExecutorPool %s: %w", leases[i].Name, pool.Name, err)
 		}
 		return nil
 	})
+	return out
 }
 
 // each runs do(0..n-1), up to ConcurrentWrites at once, and returns the
@@ -457,15 +528,19 @@ func (r *DocExecutorPoolReconciler) markLeaders(ctx context.Context, o observed)
 }
 
 // current reports whether an observed object, controlled by the pool (the
-// caller checked), carries the wanted spec hash: then ensure has nothing to
-// do, and a pass skips it without reading the object again.
+// caller checked), carries the wanted spec hash: then what the operator
+// wants of it did not change. Whether someone else changed it is
+// writtenHashes.drifted's question.
 func current(obj client.Object, hash string) bool {
 	return obj.GetAnnotations()[AnnotationHash] == hash
 }
 
 // ensure creates obj, or updates it when what the operator wants of it
-// changed (its spec hash); an unchanged object is not written.
-func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.DocExecutorPool, obj client.Object) error {
+// changed (its spec hash) or someone else changed it (drift); an object the
+// pool has as wanted is not written. observed is the object as the pass saw
+// it (never changed here), or nil to look it up. An object that is not the
+// pool's is left alone: ensure returns a *conflictError.
+func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.DocExecutorPool, obj, observed client.Object) error {
 	hash := specHash(obj)
 	annotations := obj.GetAnnotations()
 	if annotations == nil {
@@ -473,42 +548,75 @@ func (r *DocExecutorPoolReconciler) ensure(ctx context.Context, pool *docexecv1.
 	}
 	annotations[AnnotationHash] = hash
 	obj.SetAnnotations(annotations)
+	if observed == nil {
+		existing := obj.DeepCopyObject().(client.Object)
+		err := r.Get(ctx, client.ObjectKeyFromObject(obj), existing)
+		switch {
+		case apierrors.IsNotFound(err):
+			return r.create(ctx, pool, obj)
+		case err != nil:
+			return fmt.Errorf("get %s %s: %w", kindOf(obj), obj.GetName(), err)
+		}
+		observed = existing
+	}
+	switch claimOf(observed, pool) {
+	case claimTheirs:
+		return newConflict(observed)
+	case claimOurs:
+		if current(observed, hash) && !r.written.drifted(client.ObjectKeyFromObject(pool), observed) {
+			return nil
+		}
+	}
+	// Changed, drifted, or left without an owner with the pool's labels
+	// (orphaned on a pool's deletion): write the wanted content, keeping
+	// what others added to the metadata.
+	obj.SetResourceVersion(observed.GetResourceVersion())
+	obj.SetLabels(merged(observed.GetLabels(), obj.GetLabels()))
+	obj.SetAnnotations(merged(observed.GetAnnotations(), obj.GetAnnotations()))
+	obj.SetFinalizers(observed.GetFinalizers())
+	obj.SetOwnerReferences(observed.GetOwnerReferences())
 	if err := controllerutil.SetControllerReference(pool, obj, r.Scheme); err != nil {
 		return err
 	}
-	existing := obj.DeepCopyObject().(client.Object)
-	err := r.Get(ctx, client.ObjectKeyFromObject(obj), existing)
-	switch {
-	case apierrors.IsNotFound(err):
-		return r.create(ctx, pool, obj)
-	case err != nil:
-		return fmt.Errorf("get %T %s: %w", obj, obj.GetName(), err)
-	case ownedByAnother(existing, pool):
-		return fmt.Errorf("%T %s exists and belongs to another owner: rename or delete it", obj, obj.GetName())
-	case existing.GetAnnotations()[AnnotationHash] == hash && metav1.IsControlledBy(existing, pool) && !scaledByHand(existing, obj):
-		return nil
-	}
-	// Changed, or left without an owner (orphaned on a pool's deletion):
-	// take it over with the wanted spec.
-	obj.SetResourceVersion(existing.GetResourceVersion())
 	if err := r.Update(ctx, obj); err != nil {
-		return fmt.Errorf("update %T %s: %w", obj, obj.GetName(), err)
+		return fmt.Errorf("update %s %s: %w", kindOf(obj), obj.GetName(), err)
 	}
+	r.written.remember(client.ObjectKeyFromObject(pool), obj)
 	return nil
 }
 
-// scaledByHand reports whether a Deployment's replicas were changed by
-// someone else (kubectl scale): the spec hash cannot see that.
-func scaledByHand(existing, wanted client.Object) bool {
-	e, ok1 := existing.(*appsv1.Deployment)
-	w, ok2 := wanted.(*appsv1.Deployment)
-	return ok1 && ok2 && ptr.Deref(e.Spec.Replicas, 1) != ptr.Deref(w.Spec.Replicas, 1)
+// merged is base with over's entries set.
+func merged(base, over map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(over))
+	maps.Copy(out, base)
+	maps.Copy(out, over)
+	return out
 }
 
 // ownedByAnother reports whether something other than pool controls obj.
 func ownedByAnother(obj client.Object, pool *docexecv1.DocExecutorPool) bool {
 	ref := metav1.GetControllerOf(obj)
 	return ref != nil && ref.UID != pool.UID
+}
+
+// ensureLease creates a partition's Lease unless one of its name exists:
+// the pass's list shows only those with the pool's labels, and someone
+// else's is left alone.
+func (r *DocExecutorPoolReconciler) ensureLease(ctx context.Context, pool *docexecv1.DocExecutorPool, l *coordinationv1.Lease) error {
+	var existing coordinationv1.Lease
+	switch err := r.Get(ctx, client.ObjectKeyFromObject(l), &existing); {
+	case apierrors.IsNotFound(err):
+		return r.create(ctx, pool, l)
+	case err != nil:
+		return fmt.Errorf("get Lease %s: %w", l.Name, err)
+	}
+	switch claimOf(&existing, pool) {
+	case claimTheirs:
+		return newConflict(&existing)
+	case claimAdoptable:
+		return r.adoptLease(ctx, pool, &existing)
+	}
+	return nil
 }
 
 // adoptLease makes pool the controller of a Lease left without one, without
@@ -524,13 +632,16 @@ func (r *DocExecutorPoolReconciler) adoptLease(ctx context.Context, pool *docexe
 	return nil
 }
 
+// create creates obj, controlled by pool. AlreadyExists is returned as it
+// is: the pass retries on fresh objects.
 func (r *DocExecutorPoolReconciler) create(ctx context.Context, pool *docexecv1.DocExecutorPool, obj client.Object) error {
 	if err := controllerutil.SetControllerReference(pool, obj, r.Scheme); err != nil {
 		return err
 	}
-	if err := r.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+	if err := r.Create(ctx, obj); err != nil {
+		return fmt.Errorf("create %s %s: %w", kindOf(obj), obj.GetName(), err)
 	}
+	r.written.remember(client.ObjectKeyFromObject(pool), obj)
 	return nil
 }
 
@@ -551,7 +662,9 @@ func (r *DocExecutorPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("controllers: DocExecutorPoolReconciler needs Topics")
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&docexecv1.DocExecutorPool{}).
+		// Spec changes only: the pass's own status write is no news (a
+		// status that changed on every pass would loop otherwise).
+		For(&docexecv1.DocExecutorPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		// Leaders renew their Lease every second: only a new holder is

@@ -104,7 +104,7 @@ func TestUnusableKafkaCredentialsSayWhy(t *testing.T) {
 				PasswordSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "wrong"}, Key: c.key}}
 		})
 		e.reconcile(p)
-		cond := meta.FindStatusCondition(e.get(p).Status.Conditions, controllers.ConditionDegraded)
+		cond := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
 		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != "KafkaUnreachable" || !strings.Contains(cond.Message, c.want) {
 			t.Fatalf("%s: Degraded %+v, want KafkaUnreachable saying %s", c.pool, cond, c.want)
 		}

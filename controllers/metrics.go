@@ -42,7 +42,7 @@ var partitionsShown = struct {
 // partitions gone from it lose their series. Series are set in place, never
 // removed and added again: a scrape in between would reset alerts' "for".
 func recordPoolMetrics(pool *docexecv1.DocExecutorPool, st docexecv1.DocExecutorPoolStatus) {
-	for _, c := range []string{ConditionReady, ConditionProgressing, ConditionDegraded} {
+	for _, c := range []string{docexecv1.ConditionReady, docexecv1.ConditionProgressing, docexecv1.ConditionDegraded} {
 		poolCondition.WithLabelValues(pool.Namespace, pool.Name, c).Set(gaugeOf(meta.IsStatusConditionPresentAndEqual(st.Conditions, c, metav1.ConditionTrue)))
 	}
 	shown := map[int32]bool{}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,16 +12,24 @@ import (
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 )
 
-// Condition types of a pool.
-const (
-	ConditionReady       = "Ready"
-	ConditionProgressing = "Progressing"
-	ConditionDegraded    = "Degraded"
-)
+// outcome is what a pass's writes ran into.
+type outcome struct {
+	// conflicts name the objects the pool needs that exist and are not its
+	// own, left untouched, sorted.
+	conflicts []string
+	// blocked says the conflicts kept the pass from writing the partitions'
+	// objects (the executors' configuration or identity is not the pool's).
+	blocked bool
+	// err is the write that failed, if one did.
+	err error
+}
 
-// buildStatus rebuilds a pool's status from what exists, never from the
-// status it had (only conditions' transition times carry over).
-func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashes []string) docexecv1.DocExecutorPoolStatus {
+// buildStatus rebuilds a pool's status from what exists and what the pass
+// ran into, never from the status it had (only conditions' transition times
+// carry over). Built from the same inputs it is the same status, so a pass
+// that meets the same problem again writes nothing: no watch event, no
+// hot loop.
+func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashes []string, out outcome) docexecv1.DocExecutorPoolStatus {
 	st := docexecv1.DocExecutorPoolStatus{
 		ObservedGeneration: pool.Generation,
 		TopicPartitions:    want.topic,
@@ -80,28 +89,37 @@ func buildStatus(pool *docexecv1.DocExecutorPool, want wanted, o observed, hashe
 	}
 	switch {
 	case pool.Spec.Paused:
-		set(ConditionReady, false, "Paused", "The pool is paused: every partition runs zero pods")
+		set(docexecv1.ConditionReady, false, docexecv1.ReasonPaused, "The pool is paused: every partition runs zero pods")
 	case count > 0 && st.ReadyPartitions == count:
-		set(ConditionReady, true, "AllPartitionsReady", fmt.Sprintf("All %d partitions have a ready leader", count))
+		set(docexecv1.ConditionReady, true, docexecv1.ReasonAllPartitionsReady, fmt.Sprintf("All %d partitions have a ready leader", count))
 	default:
-		set(ConditionReady, false, "PartitionsNotReady", fmt.Sprintf("%d of %d partitions have a ready leader", st.ReadyPartitions, count))
+		set(docexecv1.ConditionReady, false, docexecv1.ReasonPartitionsNotReady, fmt.Sprintf("%d of %d partitions have a ready leader", st.ReadyPartitions, count))
 	}
 	if len(progressing) > 0 {
-		set(ConditionProgressing, true, "RollingOut", progressing[0])
+		set(docexecv1.ConditionProgressing, true, docexecv1.ReasonRollingOut, progressing[0])
 	} else {
-		set(ConditionProgressing, false, "Stable", "Every partition runs the current spec")
+		set(docexecv1.ConditionProgressing, false, docexecv1.ReasonStable, "Every partition runs the current spec")
 	}
 	switch {
+	case len(out.conflicts) > 0:
+		msg := "Left untouched, not the pool's (another controller, or not labelled " + LabelPool + "=" + pool.Name + " and app.kubernetes.io/managed-by=" + managedBy + "): " +
+			strings.Join(out.conflicts, ", ") + "; delete or rename them"
+		if out.blocked {
+			msg += ". Until then the partitions are left as they are: the executors would run with configuration or rights that are not the pool's"
+		}
+		set(docexecv1.ConditionDegraded, true, docexecv1.ReasonOwnershipConflict, msg)
+	case out.err != nil:
+		set(docexecv1.ConditionDegraded, true, docexecv1.ReasonReconcileFailed, out.err.Error())
 	case want.info.Problem != "":
-		set(ConditionDegraded, true, "TopicsUnfit", "Executors exit at start: "+want.info.Problem)
+		set(docexecv1.ConditionDegraded, true, docexecv1.ReasonTopicsUnfit, "Executors exit at start: "+want.info.Problem)
 	case want.err != nil && pool.Spec.Partitions == nil:
-		set(ConditionDegraded, true, "KafkaUnreachable", fmt.Sprintf("The partitions of topic %s cannot be read, so the pool cannot follow it: %v", pool.Spec.Kafka.InputTopic, want.err))
+		set(docexecv1.ConditionDegraded, true, docexecv1.ReasonKafkaUnreachable, fmt.Sprintf("The partitions of topic %s cannot be read, so the pool cannot follow it: %v", pool.Spec.Kafka.InputTopic, want.err))
 	case want.topic != nil && count > *want.topic:
-		set(ConditionDegraded, true, "PartitionsMissing", fmt.Sprintf("The pool runs %d partitions; topic %s has only %d, so executors of the others cannot start", count, pool.Spec.Kafka.InputTopic, *want.topic))
+		set(docexecv1.ConditionDegraded, true, docexecv1.ReasonPartitionsMissing, fmt.Sprintf("The pool runs %d partitions; topic %s has only %d, so executors of the others cannot start", count, pool.Spec.Kafka.InputTopic, *want.topic))
 	case want.topic != nil && count < *want.topic:
-		set(ConditionDegraded, true, "PartitionsNotCovered", fmt.Sprintf("The pool runs %d partitions; topic %s has %d, whose updates nobody processes", count, pool.Spec.Kafka.InputTopic, *want.topic))
+		set(docexecv1.ConditionDegraded, true, docexecv1.ReasonPartitionsNotCovered, fmt.Sprintf("The pool runs %d partitions; topic %s has %d, whose updates nobody processes", count, pool.Spec.Kafka.InputTopic, *want.topic))
 	default:
-		set(ConditionDegraded, false, "AsExpected", "Every partition of the topic is covered")
+		set(docexecv1.ConditionDegraded, false, docexecv1.ReasonAsExpected, "Every partition of the topic is covered")
 	}
 	return st
 }

@@ -1,14 +1,19 @@
 // Command apidocs writes docs/api.md, the reference of DocExecutorPool's
-// fields, from the generated CRD (so the reference cannot drift from the
-// schema):
+// fields, from the generated CRD, and of its conditions, their reasons and
+// its events' reasons, from the constants of api/v1alpha1/conditions.go
+// and their comments (so the reference cannot drift from the API):
 //
-//	go run ./hack/apidocs config/crd/bases/docexec.io_docexecutorpools.yaml > docs/api.md
+//	go run ./hack/apidocs config/crd/bases/docexec.io_docexecutorpools.yaml api/v1alpha1/conditions.go > docs/api.md
 package main
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -23,8 +28,8 @@ var opaque = map[string]string{
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: apidocs CRD.yaml")
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: apidocs CRD.yaml conditions.go")
 		os.Exit(2)
 	}
 	raw, err := os.ReadFile(os.Args[1])
@@ -55,7 +60,51 @@ func main() {
 		walk(section, s)
 		fmt.Println()
 	}
+	if err := constants(os.Args[2]); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }
+
+// constants documents each const block of file: its comment's first
+// sentence is a heading, the rest an introduction, and each constant a row
+// of its value and its comment (less its name).
+func constants(file string) error {
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ParseComments)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("## conditions and events\n\n")
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST || gd.Doc == nil {
+			continue
+		}
+		heading, rest, _ := strings.Cut(oneLine(gd.Doc.Text()), ". ")
+		fmt.Printf("### %s\n\n", strings.TrimSuffix(heading, "."))
+		if rest != "" {
+			fmt.Printf("%s\n\n", rest)
+		}
+		fmt.Printf("| value | meaning |\n|---|---|\n")
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			lit, ok := vs.Values[0].(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return fmt.Errorf("%s: %s is not a string literal", file, vs.Names[0])
+			}
+			value, err := strconv.Unquote(lit.Value)
+			if err != nil {
+				return err
+			}
+			meaning := strings.TrimPrefix(oneLine(vs.Doc.Text()), vs.Names[0].Name+" ")
+			fmt.Printf("| `%s` | %s |\n", value, strings.ReplaceAll(meaning, "|", "\\|"))
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func walk(path string, s apiextensionsv1.JSONSchemaProps) {
 	names := make([]string, 0, len(s.Properties))

@@ -317,6 +317,36 @@ func TestTheChartCanConfineTheOperatorToChosenNamespaces(t *testing.T) {
 	}
 }
 
+// TestTheChartWithEveryOptionOnIsAcceptedByTheAPIServer renders the chart
+// with every option on (monitoring, confined namespaces, secure metrics),
+// lints it, and has the test API server accept every object in a
+// server-side dry run, with the Prometheus Operator's CRDs installed (from
+// e2e/testdata, see hack/monitoring-crds.sh) so that its ServiceMonitors
+// and PrometheusRule are checked against their schema too.
+func TestTheChartWithEveryOptionOnIsAcceptedByTheAPIServer(t *testing.T) {
+	c := newCluster(t)
+	every := append([]string{"--set", "watchNamespaces={demo,team-b}", "--set", "metrics.secure=true"}, everyMonitoringOption...)
+	c.run("helm", append([]string{"lint", "charts/docexec"}, every...)...)
+	c.run("kubectl", "apply", "--server-side", "-f", "e2e/testdata/monitoring-crds")
+	c.run("kubectl", "wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com", "--timeout=60s")
+	for _, ns := range []string{"docexec", "demo", "team-b"} {
+		c.run("kubectl", "create", "namespace", ns)
+	}
+	manifest := c.run("helm", append([]string{"template", "t", "charts/docexec", "--namespace", "docexec"}, every...)...)
+	file := filepath.Join(t.TempDir(), "manifest.yaml")
+	if err := os.WriteFile(file, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := c.run("kubectl", "apply", "--dry-run=server", "-f", file)
+	for _, want := range []string{"servicemonitor.monitoring.coreos.com/t-docexec-operator", "servicemonitor.monitoring.coreos.com/t-docexec-executors",
+		"prometheusrule.monitoring.coreos.com/", "configmap/t-docexec-dashboard", "role.rbac.authorization.k8s.io/t-docexec-manager-role",
+		"deployment.apps/t-docexec-operator", "customresourcedefinition.apiextensions.k8s.io/docexecutorpools.docexec.io"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the dry run did not accept %s:\n%s", want, out)
+		}
+	}
+}
+
 // TestTheChartGrantsTheGeneratedRules keeps the chart's ClusterRole equal
 // to config/rbac/role.yaml, which controller-gen writes from the
 // reconciler's RBAC markers.

@@ -126,13 +126,21 @@ const (
 	MinRetryPeriod   = 200 * time.Millisecond
 )
 
+// The default election timings (the CRD's defaults are the same, which a
+// test of the operator checks).
+const (
+	DefaultLeaseDuration = 5 * time.Second
+	DefaultRenewDeadline = 3 * time.Second
+	DefaultRetryPeriod   = time.Second
+)
+
 // Default returns the configuration before file, environment and flags.
 func Default() Config {
 	return Config{
 		Kafka:           Kafka{Config: kafka.Config{Compression: kafka.DefaultCompression}, Format: codec.FormatJSON, StartOffset: kafka.Earliest},
 		Batch:           Batch{Size: pipeline.DefaultBatchSize, MaxBytes: pipeline.DefaultBatchBytes, MaxWait: Duration(pipeline.DefaultBatchWait)},
 		Sync:            Sync{Interval: Duration(pipeline.DefaultSyncInterval), BatchSize: syncer.DefaultBatchSize},
-		Leader:          Leader{LeaseDuration: Duration(5 * time.Second), RenewDeadline: Duration(3 * time.Second), RetryPeriod: Duration(time.Second)},
+		Leader:          Leader{LeaseDuration: Duration(DefaultLeaseDuration), RenewDeadline: Duration(DefaultRenewDeadline), RetryPeriod: Duration(DefaultRetryPeriod)},
 		ShutdownTimeout: Duration(pipeline.DefaultShutdownTimeout),
 		Listen:          ":8080",
 		LogFormat:       "json",

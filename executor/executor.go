@@ -29,6 +29,7 @@ import (
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/config"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/leader"
@@ -343,27 +344,29 @@ func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		switch {
-		case err != nil && errors.Is(err, state.ErrLost):
+		switch action := fencing.Classify(err); {
+		case err == nil:
+			if led {
+				backoff.Reset()
+				log.Info("Stepped down; standing by")
+			}
+		case action == fencing.Recover:
 			// Recovered by a new term, at once: if the Lease still says so.
 			backoff.Reset()
 			log.Warn("Lost the partition's state in Redis, or Redis went back in time; a new term recovers it from PostgreSQL and Kafka", "err", err)
-		case err != nil && pipeline.Fenced(err):
+		case action == fencing.StandBy:
 			if elector == nil {
 				log.Error("Fenced: another executor claimed the partition, and without leader.lease nothing elects between them; retrying", "err", err)
 			} else {
 				backoff.Reset()
 				log.Warn("Fenced by a newer leader; standing by", "err", err)
 			}
-		case err != nil && errors.Is(err, leader.ErrLost):
+		case action == fencing.StepDown:
 			backoff.Reset()
 			log.Warn("The term ended badly after its Lease was lost; standing by", "err", err)
-		case err != nil:
+		default:
 			// Logged once until a term processes again (which clears it).
 			h.Set(pipeline.HealthTerm, err)
-		case led:
-			backoff.Reset()
-			log.Info("Stepped down; standing by")
 		}
 		wait := backoff.Next()
 		select {

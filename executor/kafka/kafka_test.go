@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/internal/testenv"
 )
@@ -79,7 +80,7 @@ func TestANewerWriterFencesTheOlder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err = old.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("stale")}}, 2)
-	if !errors.Is(err, kafka.ErrFenced) {
+	if !errors.Is(err, fencing.ErrFenced) {
 		t.Fatalf("old writer got %v, want ErrFenced", err)
 	}
 	if err := newer.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("b")}}, 2); err != nil {
@@ -230,7 +231,7 @@ func TestAWriterFencedWhileRecoveringNeverReopens(t *testing.T) {
 	}
 	defer newer.Close()
 	close(newerOpen)
-	if err := <-published; !errors.Is(err, kafka.ErrFenced) {
+	if err := <-published; !errors.Is(err, fencing.ErrFenced) {
 		t.Fatalf("the old writer got %v, want ErrFenced", err)
 	}
 	if err := newer.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("fresh")}}, 2); err != nil {

@@ -8,12 +8,11 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/docexec/docexec/executor/fencing"
 )
 
 var (
-	// ErrFenced means a newer producer with the same transactional id exists: a
-	// newer executor owns the partition.
-	ErrFenced = errors.New("kafka: producer fenced by a newer executor")
 	// ErrPermanent marks a batch that no retry can publish (a record larger
 	// than the topic accepts): the term must end rather than loop; the next
 	// one reads the topics' limits again.
@@ -121,7 +120,7 @@ type Message struct {
 // Publish sends msgs and commits the group's offset next for the input
 // partition, all or nothing. A failure that may pass is retried (the same
 // records, a new transaction) until ctx ends; a fenced producer returns
-// ErrFenced, a batch that cannot be published ErrPermanent.
+// fencing.ErrFenced, a batch that cannot be published ErrPermanent.
 func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error {
 	backoff := 100 * time.Millisecond
 	for {
@@ -133,7 +132,7 @@ func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error 
 			w.opts.Failing(nil)
 			return nil
 		}
-		if errors.Is(err, ErrFenced) || errors.Is(err, ErrPermanent) {
+		if errors.Is(err, fencing.ErrFenced) || errors.Is(err, ErrPermanent) {
 			return err
 		}
 		if err := w.abort(err); err != nil {
@@ -152,13 +151,14 @@ func (w *Writer) Publish(ctx context.Context, msgs []Message, next int64) error 
 // abort ends the failed transaction, after which another may begin. It
 // never reopens the producer: a newer leader may have opened the
 // partition's producer since, and reopening would fence it. A fenced abort
-// returns ErrFenced, a producer sarama gave up on ErrProducerFailed; an
-// abort that fails otherwise is tried again at the next attempt.
+// returns fencing.ErrFenced, a producer sarama gave up on
+// ErrProducerFailed; an abort that fails otherwise is tried again at the
+// next attempt.
 func (w *Writer) abort(failed error) error {
 	status := w.producer.TxnStatus()
 	if status&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && status&sarama.ProducerTxnFlagFatalError == 0 {
 		if err := w.producer.AbortTxn(); err != nil {
-			if err := classify(err); errors.Is(err, ErrFenced) {
+			if err := classify(err); errors.Is(err, fencing.ErrFenced) {
 				return fmt.Errorf("kafka: abort after %w", err)
 			}
 		}
@@ -194,12 +194,13 @@ func (w *Writer) publishOnce(msgs []Message, next int64) error {
 	return nil
 }
 
-// classify marks the errors that mean a newer producer took over, and those
-// no retry can fix.
+// classify marks the errors that mean a newer producer with the same
+// transactional id took over (a newer executor owns the partition), and
+// those no retry can fix.
 func classify(err error) error {
 	for _, fenced := range []error{sarama.ErrProducerFenced, sarama.ErrInvalidProducerEpoch} {
 		if errors.Is(err, fenced) {
-			return fmt.Errorf("%w: %w", ErrFenced, err)
+			return fmt.Errorf("kafka: %w: %w", fencing.ErrFenced, err)
 		}
 	}
 	for _, permanent := range []error{sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidMessage} {

@@ -11,14 +11,8 @@ package leader
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 )
-
-// ErrLost wraps the error of a term whose leadership was lost before the
-// work ended: whatever failed then (often because a newer leader already
-// refused it) is the old leader's to forget, not a reason to exit.
-var ErrLost = errors.New("leader: leadership lost during the term")
 
 // Elector runs terms of leadership.
 type Elector interface {

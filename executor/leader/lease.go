@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/ptr"
+
+	"github.com/docexec/docexec/executor/fencing"
 )
 
 // Lease is an Elector on a Kubernetes coordination.k8s.io Lease.
@@ -25,7 +27,8 @@ type Lease struct {
 	Log                                       *slog.Logger
 }
 
-// Lead implements Elector.
+// Lead implements Elector. The error of work that failed after the Lease
+// was lost wraps fencing.ErrLeaseLost.
 func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (bool, error) {
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name},
@@ -81,7 +84,7 @@ func (l *Lease) Lead(ctx context.Context, work func(context.Context) error) (boo
 	if term.Err() != nil && ctx.Err() == nil {
 		l.Log.Warn("Lost the partition's leadership", "lease", l.Name, "identity", l.Identity)
 		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrLost, err)
+			err = fmt.Errorf("leader: %w: %w", fencing.ErrLeaseLost, err)
 		}
 	}
 	return true, err

@@ -37,6 +37,7 @@ import (
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/metrics"
@@ -148,23 +149,17 @@ func New(opts Options, deps Deps) *Executor {
 	return &Executor{opts: opts, deps: deps}
 }
 
-// Fenced reports whether err means that a newer executor owns the
-// partition: this one must stop writing and stand by.
-func Fenced(err error) bool {
-	return errors.Is(err, state.ErrFenced) || errors.Is(err, kafka.ErrFenced) || errors.Is(err, store.ErrFenced)
-}
-
 // Ready reports whether the executor is processing its partition.
 func (e *Executor) Ready() bool { return e.ready.Load() }
 
 // Run is one term of the partition: it claims it and processes it until
 // ctx ends, then finishes the batch in hand, publishes it, syncs, and
-// returns nil. A term also ends with an error: one wrapping state.ErrLost
+// returns nil. A term also ends with an error: one wrapping fencing.ErrLost
 // when Redis lost the partition or went back in time (the next term
-// recovers), one wrapping state.ErrFenced, kafka.ErrFenced or
-// store.ErrFenced when a newer executor owns it. Whoever runs terms (see
-// executor.Lead) decides whether this executor may claim it again: a
-// claim opens the partition's producer, which fences its current leader.
+// recovers), one wrapping fencing.ErrFenced when a newer executor owns it;
+// fencing.Classify tells which. Whoever runs terms (see executor.Lead)
+// decides whether this executor may claim it again: a claim opens the
+// partition's producer, which fences its current leader.
 func (e *Executor) Run(ctx context.Context) error {
 	// A term's problems are its own: the next one starts clean, and one
 	// that stops (a standby again) reports none.
@@ -172,7 +167,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	defer e.clearHealth()
 	started := false
 	err := e.runOnce(ctx, &started)
-	if Fenced(err) {
+	if fencing.Classify(err) == fencing.StandBy {
 		e.deps.Metrics.Fenced.Inc()
 	}
 	if err != nil && !started && ctx.Err() != nil {
@@ -710,7 +705,7 @@ func (p *processor) retrying(ctx context.Context, op func() error) error {
 			p.deps.Health.Set("merge", nil)
 			return nil
 		}
-		if syncer.Fatal(err) || ctx.Err() != nil {
+		if fencing.Classify(err).EndsTerm() || ctx.Err() != nil {
 			return err
 		}
 		p.deps.Health.Set("merge", err)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/pipeline"
@@ -149,7 +150,7 @@ func (h *harness) start() (stop func() error) {
 func terms(ctx context.Context, e *pipeline.Executor) error {
 	for {
 		err := e.Run(ctx)
-		if !errors.Is(err, state.ErrLost) || ctx.Err() != nil {
+		if !errors.Is(err, fencing.ErrLost) || ctx.Err() != nil {
 			return err
 		}
 	}
@@ -727,7 +728,7 @@ func TestAFencedTermIsCounted(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := stopOld(); !pipeline.Fenced(err) {
+	if err := stopOld(); fencing.Classify(err) != fencing.StandBy {
 		t.Fatalf("the first term ended with %v, want fenced", err)
 	}
 	cancel()

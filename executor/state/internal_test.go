@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/internal/testenv"
 )
 
@@ -89,7 +90,7 @@ func TestAFencedForgetDeletesNothing(t *testing.T) {
 	if _, err := s.Apply(ctx, newer.Epoch, updates, 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Forget(ctx, old.Epoch); !errors.Is(err, ErrFenced) {
+	if err := s.Forget(ctx, old.Epoch); !errors.Is(err, fencing.ErrFenced) {
 		t.Fatalf("got %v, want ErrFenced", err)
 	}
 	if got, _ := s.Get(ctx, "u"); len(got) != 1 {

@@ -31,23 +31,12 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 )
 
-var (
-	// ErrFenced means another executor claimed the partition since this one
-	// did: stop writing.
-	ErrFenced = errors.New("state: fenced: another executor owns the partition")
-	// ErrLost means Redis no longer holds the partition (restarted empty,
-	// flushed): recover from PostgreSQL and Kafka.
-	ErrLost = errors.New("state: partition state lost from Redis")
-	// ErrStale means Redis went back in time (an older snapshot restored, a
-	// lagging replica promoted): its states miss updates this executor
-	// applied. It wraps ErrLost: the recovery is the same.
-	ErrStale = fmt.Errorf("%w: Redis went back in time", ErrLost)
-	// ErrEvicting means Redis may evict keys (an allkeys-* maxmemory-policy):
-	// dirty states, which exist nowhere else, could vanish.
-	ErrEvicting = errors.New("state: Redis may evict keys")
-)
+// ErrEvicting means Redis may evict keys (an allkeys-* maxmemory-policy):
+// dirty states, which exist nowhere else, could vanish.
+var ErrEvicting = errors.New("state: Redis may evict keys")
 
 // format is the layout of a partition's keys; a claim that finds another
 // forgets the partition's states (they are read from PostgreSQL again).
@@ -250,18 +239,23 @@ func decodeNumbers(url, v string, d *document.Document) error {
 	return nil
 }
 
-// classify turns the scripts' error replies into ErrFenced, ErrLost and
-// ErrStale.
+// classify turns the scripts' error replies into fencing.ErrFenced,
+// fencing.ErrLost and fencing.ErrStale.
 func (s *State) classify(op string, err error) error {
 	if rerr, ok := rueidis.IsRedisErr(err); ok {
-		switch {
-		case strings.HasPrefix(rerr.Error(), "DXFENCED"):
-			return fmt.Errorf("%w (partition %d: %s)", ErrFenced, s.opts.Partition, rerr.Error())
-		case strings.HasPrefix(rerr.Error(), "DXLOST"):
-			return fmt.Errorf("%w (partition %d: %s)", ErrLost, s.opts.Partition, rerr.Error())
-		case strings.HasPrefix(rerr.Error(), "DXSTALE"):
-			return fmt.Errorf("%w (partition %d: %s)", ErrStale, s.opts.Partition, rerr.Error())
+		for prefix, sentinel := range scriptErrors {
+			if strings.HasPrefix(rerr.Error(), prefix) {
+				return fmt.Errorf("state: %s of partition %d: %w (%s)", op, s.opts.Partition, sentinel, rerr.Error())
+			}
 		}
 	}
 	return fmt.Errorf("state: %s of partition %d: %w", op, s.opts.Partition, err)
+}
+
+// scriptErrors maps the prefixes of the scripts' error replies to the
+// fencing errors they mean.
+var scriptErrors = map[string]error{
+	"DXFENCED": fencing.ErrFenced,
+	"DXLOST":   fencing.ErrLost,
+	"DXSTALE":  fencing.ErrStale,
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/document/documenttest"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/internal/testenv"
 )
@@ -332,7 +333,7 @@ func TestALaterClaimFencesTheEarlierWriter(t *testing.T) {
 			t.Fatalf("claim: %+v, %v", claim, err)
 		}
 		_, err = s.Apply(ctx, old, changed(document.Document{URL: "u", FetchTime: 1}), 1, nil)
-		if !errors.Is(err, state.ErrFenced) {
+		if !errors.Is(err, fencing.ErrFenced) {
 			t.Fatalf("got %v, want ErrFenced", err)
 		}
 		if got, _ := s.Get(ctx, "u"); len(got) != 0 {
@@ -357,12 +358,12 @@ func TestAWipedPartitionIsReportedLostAndReclaimedAboveTheFloor(t *testing.T) {
 			"sync page":  func() error { _, _, err := s.SyncPage(ctx, epoch, 10, 0); return err },
 			"mark clean": func() error { return s.MarkClean(ctx, epoch, []document.Document{{URL: "u"}}) },
 		} {
-			if err := call(); !errors.Is(err, state.ErrLost) {
+			if err := call(); !errors.Is(err, fencing.ErrLost) {
 				t.Fatalf("%s: got %v, want ErrLost", name, err)
 			}
 		}
 		_, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", FetchTime: 2}), 8, nil)
-		if !errors.Is(err, state.ErrLost) {
+		if !errors.Is(err, fencing.ErrLost) {
 			t.Fatalf("got %v, want ErrLost", err)
 		}
 		claim, err := s.Claim(ctx, 41, true)
@@ -481,7 +482,7 @@ func TestAFencedSyncerCannotMarkClean(t *testing.T) {
 		if _, err := s.Claim(ctx, 0, false); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.MarkClean(ctx, old, page); !errors.Is(err, state.ErrFenced) {
+		if err := s.MarkClean(ctx, old, page); !errors.Is(err, fencing.ErrFenced) {
 			t.Fatalf("got %v, want ErrFenced", err)
 		}
 		if n, _ := s.DirtyCount(ctx); n != 1 {
@@ -581,7 +582,7 @@ func TestRedisGoingBackInTimeIsNoticed(t *testing.T) {
 					t.Fatal(err)
 				}
 				_, err := s.Apply(ctx, epoch, changed(doc), 4, nil)
-				if !errors.Is(err, state.ErrStale) || !errors.Is(err, state.ErrLost) {
+				if !errors.Is(err, fencing.ErrStale) || !errors.Is(err, fencing.ErrLost) {
 					t.Fatalf("got %v, want ErrStale (an ErrLost)", err)
 				}
 			})

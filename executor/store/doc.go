@@ -66,8 +66,9 @@
 // When Save is given a Watermark, the same transaction upserts the
 // partition's row in docexec_partitions, but only if the stored epoch is not
 // greater than the Watermark's. Otherwise the transaction is rolled back and
-// Save's error wraps ErrFenced: an ex-leader holding a stale epoch can write
-// neither a watermark nor states. The watermark row is written first, so a
+// Save's error wraps fencing.ErrFenced: a newer leader has written since,
+// and an ex-leader holding a stale epoch can write neither a watermark nor
+// states. The watermark row is written first, so a
 // fenced Save fails before it writes any state, and two Saves of one partition
 // run one after the other.
 package store

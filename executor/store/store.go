@@ -21,6 +21,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/internal/redact"
 )
 
@@ -42,11 +43,6 @@ const (
 	postgresMaxParams = 65535
 	sqliteMaxParams   = 32766
 )
-
-// ErrFenced is wrapped by Save's error when the watermark's epoch is lower
-// than the one stored for its partition: a newer leader has written since,
-// and nothing of that Save was kept.
-var ErrFenced = errors.New("store: fenced by a newer epoch")
 
 // Options tune a Store. The zero value is ready to use.
 type Options struct {
@@ -293,7 +289,7 @@ const NoOffset = -1
 // Save merges states into the table and, when mark is not nil, records the
 // partition's watermark, all in one transaction. States of one url are first
 // joined with document.Merge. If mark.Epoch is lower than the epoch stored
-// for its partition, nothing is kept and the error wraps ErrFenced.
+// for its partition, nothing is kept and the error wraps fencing.ErrFenced.
 func (s *Store) Save(ctx context.Context, states []document.Document, mark *Watermark) error {
 	rows := foldRows(states)
 	if len(rows) == 0 && mark == nil {
@@ -378,9 +374,9 @@ func writeWatermark(tx *gorm.DB, mark Watermark) error {
 		Where(`"pool" = ? AND "partition" = ?`, mark.Pool, mark.Partition).
 		Limit(1).Find(&stored).Error
 	if err == nil && len(stored) == 1 {
-		return fmt.Errorf("write watermark: stored epoch is %d: %w", uint64(stored[0].Epoch), ErrFenced)
+		return fmt.Errorf("write watermark: stored epoch is %d: %w", uint64(stored[0].Epoch), fencing.ErrFenced)
 	}
-	return fmt.Errorf("write watermark: %d rows affected: %w", res.RowsAffected, ErrFenced)
+	return fmt.Errorf("write watermark: %d rows affected: %w", res.RowsAffected, fencing.ErrFenced)
 }
 
 // Refused reports whether err is the database refusing the rows themselves

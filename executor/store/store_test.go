@@ -16,6 +16,7 @@ import (
 
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/document/documenttest"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/internal/redact/redacttest"
 	"github.com/docexec/docexec/internal/testenv"
 )
@@ -231,7 +232,7 @@ func TestWatermark(t *testing.T) {
 		doc := document.StateOf(document.Document{URL: "https://fenced.example/", FetchTime: 1, Text: "stale"})
 		stale := Watermark{Pool: "pool", Partition: 7, Offset: 900, Epoch: 4}
 		err := s.Save(ctx, []document.Document{doc}, &stale)
-		if !errors.Is(err, ErrFenced) {
+		if !errors.Is(err, fencing.ErrFenced) {
 			t.Fatalf("Save with a lower epoch: err = %v, want ErrFenced", err)
 		}
 		if got := load(t, s, doc.URL); len(got) != 0 {
@@ -262,7 +263,7 @@ func TestWatermark(t *testing.T) {
 		// Epochs compare as unsigned: 2^63 beats 2^63-1, and max round-trips.
 		high := Watermark{Pool: "edge", Partition: math.MaxInt32, Offset: math.MaxInt64, Epoch: 1 << 63}
 		save(t, s, nil, &high)
-		if err := s.Save(ctx, nil, &Watermark{Pool: "edge", Partition: math.MaxInt32, Epoch: 1<<63 - 1}); !errors.Is(err, ErrFenced) {
+		if err := s.Save(ctx, nil, &Watermark{Pool: "edge", Partition: math.MaxInt32, Epoch: 1<<63 - 1}); !errors.Is(err, fencing.ErrFenced) {
 			t.Fatalf("epoch 2^63-1 after 2^63: err = %v, want ErrFenced", err)
 		}
 		// A claim records its epoch without an offset: the offset stays.

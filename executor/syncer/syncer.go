@@ -13,13 +13,13 @@ package syncer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/state"
@@ -220,7 +220,7 @@ func (s *Syncer) Run(ctx context.Context, epoch uint64, interval time.Duration) 
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil // stopped mid-pass: the owner runs a final pass
-		case err != nil && Fatal(err):
+		case fencing.Classify(err).EndsTerm():
 			return err
 		}
 		// A failed pass is retried next interval; dirty states wait in Redis.
@@ -239,10 +239,4 @@ func (s *Syncer) updateLag(ctx context.Context) {
 	case s.storedKnown:
 		s.Metrics.SyncLag.Set(float64(applied - s.stored))
 	}
-}
-
-// Fatal reports errors after which this executor must stop using the
-// partition.
-func Fatal(err error) bool {
-	return errors.Is(err, state.ErrFenced) || errors.Is(err, state.ErrLost) || errors.Is(err, store.ErrFenced)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
@@ -247,7 +248,7 @@ func TestARedisWipeDuringAPassStopsIt(t *testing.T) {
 	f.apply(t, 350, 1)
 	wiping := &racingStore{Store: f.store, during: func() { testenv.WipePool(t, testenv.Redis(t), f.pool) }}
 	_, err := f.syncer(wiping).Pass(context.Background(), f.epoch)
-	if !errors.Is(err, state.ErrLost) || !syncer.Fatal(err) {
+	if !errors.Is(err, fencing.ErrLost) || !fencing.Classify(err).EndsTerm() {
 		t.Fatalf("got %v, want a fatal ErrLost", err)
 	}
 	if mark, found, _ := f.store.Watermark(context.Background(), f.pool, 2); found && mark.Offset >= 0 {
@@ -262,7 +263,7 @@ func TestAFencedPassWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := f.syncer(f.store).Pass(context.Background(), f.epoch)
-	if !errors.Is(err, store.ErrFenced) || !syncer.Fatal(err) {
+	if !errors.Is(err, fencing.ErrFenced) || !fencing.Classify(err).EndsTerm() {
 		t.Fatalf("got %v, want a fatal ErrFenced", err)
 	}
 	if dirty, _ := f.state.DirtyCount(context.Background()); dirty != 10 {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,16 +19,6 @@ import (
 	"github.com/docexec/docexec/internal/redact/redacttest"
 	"github.com/docexec/docexec/internal/testenv"
 )
-
-// binary builds docexec once for the process tests.
-func binary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "docexec")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,7 +46,7 @@ func TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	brokers := testenv.Kafka(t, 1, "in", "out", "dlq")
 	dsn := testenv.Postgres(t)
 	redis := testenv.RedisAddr(t)
-	bin := binary(t)
+	bin := testenv.Docexec(t)
 	listen := freeAddr(t)
 	pool := fmt.Sprintf("proc%d", time.Now().UnixNano())
 	cmd := exec.Command(bin, "executor", "--pool", pool, "--partition", "0", "--kafka.brokers", strings.Join(brokers, ","),
@@ -125,7 +114,7 @@ func TestAnInvalidConfigurationExitsTwoNamingTheSetting(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := binary(t)
+	bin := testenv.Docexec(t)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -152,7 +141,7 @@ func TestAnInvalidConfigurationExitsTwoNamingTheSetting(t *testing.T) {
 func TestTheExecutorNeverPrintsItsSecrets(t *testing.T) {
 	brokers := testenv.Kafka(t, 1, "in", "out", "dlq")
 	redis, dsn := testenv.RedisAddr(t), testenv.Postgres(t)
-	bin := binary(t)
+	bin := testenv.Docexec(t)
 	secret := "S3cret-" + redacttest.Marker
 	for _, tc := range redacttest.DSNs(freeAddr(t)) {
 		t.Run(tc.Name, func(t *testing.T) {
@@ -216,7 +205,7 @@ func TestTopicsThatCannotServeThePartitionExitTwo(t *testing.T) {
 	brokers := testenv.Kafka(t, 2, "in", "out", "dlq")
 	testenv.CreateTopic(t, brokers, "out1", 1, nil)
 	redis, dsn := testenv.RedisAddr(t), testenv.Postgres(t)
-	bin := binary(t)
+	bin := testenv.Docexec(t)
 	for _, tc := range []struct {
 		name, in, out, dlq, partition, want string
 	}{

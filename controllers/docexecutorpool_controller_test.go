@@ -62,7 +62,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T, topics controllers.Topics) *env {
-	needControlPlane(t)
+	testenv.NeedControlPlane(t)
 	e := &env{t: t, ns: fmt.Sprintf("t%x", rand.Uint32())}
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}); err != nil {
 		t.Fatal(err)
@@ -102,7 +102,7 @@ func newEnv(t *testing.T, topics controllers.Topics) *env {
 // eventRecorder records events in the test control plane, as the
 // operator's does.
 func eventRecorder(t *testing.T) record.EventRecorder {
-	cs, err := kubernetes.NewForConfig(testEnv.Config)
+	cs, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,17 +141,7 @@ func (e *env) waitEvent(p *docexecv1.DocExecutorPool, reason, words string) stri
 
 func (e *env) pool(name string, mutate func(*docexecv1.DocExecutorPoolSpec)) *docexecv1.DocExecutorPool {
 	e.t.Helper()
-	p := &docexecv1.DocExecutorPool{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
-		Spec: docexecv1.DocExecutorPoolSpec{
-			Kafka:    docexecv1.KafkaSpec{Brokers: []string{"kafka:9092"}, InputTopic: "updates", OutputTopic: "states", DeadLetterTopic: "dead"},
-			Redis:    docexecv1.RedisSpec{Addresses: []string{"redis:6379"}},
-			Postgres: docexecv1.PostgresSpec{DSNSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg"}, Key: "dsn"}},
-		},
-	}
-	if mutate != nil {
-		mutate(&p.Spec)
-	}
+	p := testenv.Pool(name, e.ns, mutate)
 	if err := k8s.Create(context.Background(), p); err != nil {
 		e.t.Fatal(err)
 	}
@@ -763,17 +753,7 @@ func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {
 			if c.mutate == nil {
 				name = strings.Repeat("x", 51)
 			}
-			p := &docexecv1.DocExecutorPool{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
-				Spec: docexecv1.DocExecutorPoolSpec{
-					Kafka:    docexecv1.KafkaSpec{Brokers: []string{"kafka:9092"}, InputTopic: "updates", OutputTopic: "states", DeadLetterTopic: "dead"},
-					Redis:    docexecv1.RedisSpec{Addresses: []string{"redis:6379"}},
-					Postgres: docexecv1.PostgresSpec{DSNSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg"}, Key: "dsn"}},
-				},
-			}
-			if c.mutate != nil {
-				c.mutate(&p.Spec)
-			}
+			p := testenv.Pool(name, e.ns, c.mutate)
 			err := k8s.Create(context.Background(), p)
 			if err == nil {
 				k8s.Delete(context.Background(), p) //nolint:errcheck

@@ -144,7 +144,7 @@ func TestAnUnresolvableConflictNeitherFlipsNorLoops(t *testing.T) {
 	e := newEnv(t, fixedTopics{n: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{e.ns: {}}},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},

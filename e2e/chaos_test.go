@@ -73,7 +73,7 @@ func newFleet(t testing.TB, s servers) *fleet {
 	if s.dsn == "" {
 		s.dsn = testenv.Postgres(t)
 	}
-	f := &fleet{c: c, bin: buildDocexec(t), brokers: s.brokers, redis: s.redis, dsn: s.dsn, docs: webDocs,
+	f := &fleet{c: c, bin: testenv.Docexec(t), brokers: s.brokers, redis: s.redis, dsn: s.dsn, docs: webDocs,
 		pool: fmt.Sprintf("chaos%x", rand.Uint32()), procs: map[string]*proc{}, logs: map[string]*testenv.Buffer{}, listen: map[string]string{}}
 	rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 	if err != nil {

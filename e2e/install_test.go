@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/docexec/docexec/internal/testenv"
 )
 
 // cluster is a fresh control plane (etcd + kube-apiserver) with an admin
@@ -32,26 +33,16 @@ type cluster struct {
 }
 
 func newCluster(t testing.TB, configure ...func(*envtest.Environment)) *cluster {
-	if testing.Short() {
-		t.Skip("integration test: needs the test control plane")
-	}
-	bin, _ := filepath.Abs("../bin/k8s")
-	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" {
-		bin = v
-	}
-	for _, tool := range []string{"kube-apiserver", "kubectl", "helm"} {
+	t.Helper()
+	testenv.NeedControlPlane(t)
+	bin := testenv.KubeAssets()
+	for _, tool := range []string{"kubectl", "helm"} {
 		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
 			t.Fatalf("no %s in %s: run `make test` or hack/k8s-binaries.sh", tool, bin)
 		}
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: bin}
-	for _, f := range configure {
-		f(env)
-	}
-	if _, err := env.Start(); err != nil {
-		t.Fatalf("start the control plane: %v", err)
-	}
-	t.Cleanup(func() { env.Stop() }) //nolint:errcheck
+	// The tests install the CRD themselves, as users do.
+	env, _ := testenv.ControlPlane(t, append([]func(*envtest.Environment){testenv.WithoutCRD}, configure...)...)
 	c := &cluster{t: t, env: env, bin: bin}
 	c.kubeconfig = c.user("admin", "system:masters")
 	return c
@@ -61,19 +52,7 @@ func newCluster(t testing.TB, configure ...func(*envtest.Environment)) *cluster 
 // groups; RBAC decides what it may do.
 func (c *cluster) user(name string, groups ...string) string {
 	c.t.Helper()
-	u, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	raw, err := u.KubeConfig()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	path := filepath.Join(c.t.TempDir(), fmt.Sprintf("kubeconfig-%d", time.Now().UnixNano()))
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		c.t.Fatal(err)
-	}
-	return path
+	return testenv.Kubeconfig(c.t, c.env, name, groups...)
 }
 
 // run runs one of the cluster's tools (kubectl, helm) from the repository
@@ -133,23 +112,13 @@ func (c *cluster) until(d time.Duration, what string, check func() error) {
 	}
 }
 
-// buildDocexec builds the docexec binary for t.
-func buildDocexec(t testing.TB) string {
-	t.Helper()
-	docexec := filepath.Join(t.TempDir(), "docexec")
-	if out, err := exec.Command("go", "build", "-o", docexec, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return docexec
-}
-
 // startOperator runs `docexec manager` against the cluster, as the
 // operator's ServiceAccount when installed (so its RBAC is what is tested),
 // until t ends; flags given override the defaults (the last one wins).
 func (c *cluster) startOperator(kubeconfig string, flags ...string) {
 	c.t.Helper()
 	c.background("operator", append(os.Environ(), "KUBECONFIG="+kubeconfig),
-		buildDocexec(c.t), append([]string{"manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0"}, flags...)...)
+		testenv.Docexec(c.t), append([]string{"manager", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0"}, flags...)...)
 }
 
 // background runs a program until t ends, showing its output if t failed.
@@ -354,11 +323,8 @@ func TestTheChartGrantsTheGeneratedRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs helm from hack/k8s-binaries.sh")
 	}
-	c := &cluster{t: t, bin: "../bin/k8s"}
-	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" {
-		c.bin = v
-	}
-	c.bin, _ = filepath.Abs(c.bin)
+	c := &cluster{t: t}
+	c.bin, _ = filepath.Abs(testenv.KubeAssets())
 	out, err := exec.Command(filepath.Join(c.bin, "helm"), "template", "t", "../charts/docexec").Output()
 	if err != nil {
 		t.Fatalf("helm template: %v", err)

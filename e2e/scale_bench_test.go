@@ -38,6 +38,7 @@ import (
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
+	"github.com/docexec/docexec/internal/testenv"
 	"github.com/docexec/docexec/manager"
 )
 
@@ -195,7 +196,7 @@ rules:
 	// The operator, as its ServiceAccount, with its metrics on a free port.
 	metricsAddr, pprofAddr := freeAddr(b), freeAddr(b)
 	operator := c.background("operator", append(os.Environ(), "KUBECONFIG="+c.user(operatorUser, "system:serviceaccounts", "system:serviceaccounts:docexec-system")),
-		buildDocexec(b), "manager", "--leader-elect=false", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--health-probe-bind-address=0",
+		testenv.Docexec(b), "manager", "--leader-elect=false", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--health-probe-bind-address=0",
 		"--pprof-bind-address="+pprofAddr)
 	// DOCEXEC_SCALE_PPROF=DIR keeps profiles of the operator there: CPU
 	// over the first 30 s of the pool, the heap once it is ready.

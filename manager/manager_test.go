@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,9 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
+	"github.com/docexec/docexec/internal/testenv"
 	"github.com/docexec/docexec/manager"
 )
 
@@ -50,32 +48,8 @@ func (s *syncBuffer) String() string {
 // controlPlane starts a test API server with the CRD, points KUBECONFIG at
 // it as an admin, and returns a client.
 func controlPlane(t *testing.T) (client.Client, *rest.Config) {
-	if testing.Short() {
-		t.Skip("needs the test control plane")
-	}
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		assets, _ = filepath.Abs("../bin/k8s")
-	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{"../config/crd/bases"}, ErrorIfCRDPathMissing: true, BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start the control plane (run `make test` or hack/k8s-binaries.sh): %v", err)
-	}
-	t.Cleanup(func() { env.Stop() }) //nolint:errcheck
-	user, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("KUBECONFIG", path)
+	env, cfg := testenv.ControlPlane(t)
+	t.Setenv("KUBECONFIG", testenv.Kubeconfig(t, env, "admin", "system:masters"))
 	k8s, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
 		t.Fatal(err)
@@ -99,12 +73,7 @@ func TestTheOperator(t *testing.T) {
 		exit <- manager.Main(ctx, []string{"--metrics-bind-address=" + addr, "--health-probe-bind-address=0"}, &stderr)
 	}()
 	// Elected and reconciling: a pool gets its status.
-	pool := &docexecv1.DocExecutorPool{ObjectMeta: metav1.ObjectMeta{Name: "docs", Namespace: "default"}, Spec: docexecv1.DocExecutorPoolSpec{
-		Partitions: ptr.To[int32](1),
-		Kafka:      docexecv1.KafkaSpec{Brokers: []string{"kafka:9092"}, InputTopic: "in", OutputTopic: "out", DeadLetterTopic: "dead"},
-		Redis:      docexecv1.RedisSpec{Addresses: []string{"redis:6379"}},
-		Postgres:   docexecv1.PostgresSpec{DSNSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg"}, Key: "dsn"}},
-	}}
+	pool := testenv.Pool("docs", "default", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](1) })
 	if err := k8s.Create(ctx, pool); err != nil {
 		t.Fatal(err)
 	}

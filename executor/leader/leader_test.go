@@ -2,13 +2,10 @@ package leader_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,41 +14,26 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/docexec/docexec/executor/leader"
+	"github.com/docexec/docexec/internal/testenv"
 )
 
 var client kubernetes.Interface
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run())
-	}
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		assets, _ = filepath.Abs("../../bin/k8s")
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "leader: start the test control plane (run make test or hack/k8s-binaries.sh): %v\n", err)
-		os.Exit(1)
-	}
-	client = kubernetes.NewForConfigOrDie(cfg)
-	code := m.Run()
-	env.Stop() //nolint:errcheck
-	os.Exit(code)
+	testenv.ControlPlaneMain(m, func(cfg *rest.Config) (err error) {
+		client, err = kubernetes.NewForConfig(cfg)
+		return err
+	}, testenv.WithoutCRD) // Leases only
 }
 
 // lease returns an elector of a fresh Lease, as the operator creates it.
 func lease(t *testing.T, identity, name string) *leader.Lease {
-	if testing.Short() {
-		t.Skip("integration test: needs the test control plane")
-	}
+	testenv.NeedControlPlane(t)
 	ctx := context.Background()
 	if _, err := client.CoordinationV1().Leases("default").Get(ctx, name, metav1.GetOptions{}); err != nil {
 		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}

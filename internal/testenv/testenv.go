@@ -1,6 +1,8 @@
 // Package testenv connects integration tests to the real servers that
 // hack/with-services.sh starts (their addresses arrive in DOCEXEC_TEST_*
-// variables) and to the in-process stand-ins of local mode.
+// variables), to the in-process stand-ins of local mode, and to a test
+// control plane (etcd + kube-apiserver) with our CRD; it builds the docexec
+// binary for tests that run it.
 //
 // A test that needs a server is skipped under -short and fails, never skips,
 // when the server is missing otherwise: a green run means it ran.

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +113,21 @@ func (c *cluster) until(d time.Duration, what string, check func() error) {
 	}
 }
 
+// established waits until the CRDs are Established. kubectl wait fails at
+// once, rather than waiting, while a just-created CRD has no conditions
+// yet: it is retried.
+func (c *cluster) established(crds ...string) {
+	c.t.Helper()
+	args := append([]string{"wait", "--for=condition=Established", "--timeout=10s"}, crds...)
+	c.until(60*time.Second, "the CRDs are established", func() error {
+		out, err := c.try("kubectl", args...)
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	})
+}
+
 // startOperator runs `docexec manager` against the cluster, as the
 // operator's ServiceAccount when installed (so its RBAC is what is tested),
 // until t ends; flags given override the defaults (the last one wins).
@@ -146,7 +162,7 @@ func (c *cluster) background(name string, env []string, path string, args ...str
 func TestKubectlApplyInstallsTheOperatorAndASamplePool(t *testing.T) {
 	c := newCluster(t)
 	c.run("kubectl", "apply", "-k", "config/default")
-	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.established("crd/docexecutorpools.docexec.io")
 	for _, obj := range []string{"namespace/docexec-system", "deployment/docexec-operator", "serviceaccount/docexec-operator", "clusterrole/docexec-manager-role"} {
 		if strings.Contains(obj, "clusterrole") {
 			c.run("kubectl", "get", obj)
@@ -221,7 +237,7 @@ func TestHelmInstallsTheChart(t *testing.T) {
 	}
 	c.run("helm", append([]string{"lint", "charts/docexec"}, everyMonitoringOption...)...)
 	c.run("helm", "install", "docexec", "charts/docexec", "--namespace", "docexec", "--create-namespace")
-	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.established("crd/docexecutorpools.docexec.io")
 	if out := c.run("kubectl", "get", "-n", "docexec", "deployment", "-l", "app.kubernetes.io/instance=docexec", "-o", "name"); !strings.Contains(out, "deployment.apps/docexec-operator") {
 		t.Fatalf("the chart installed no operator Deployment: %q", out)
 	}
@@ -247,7 +263,7 @@ func TestTheChartCanConfineTheOperatorToChosenNamespaces(t *testing.T) {
 	if out := c.run("kubectl", "get", "deployment", "-n", "docexec", "docexec-operator", "-o", "jsonpath={.spec.template.spec.containers[0].args}"); !strings.Contains(out, "--watch-namespaces=demo") {
 		t.Fatalf("the operator is not told which namespaces to watch: %s", out)
 	}
-	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.established("crd/docexecutorpools.docexec.io")
 	operator := "system:serviceaccount:docexec:docexec-operator"
 	for _, check := range []struct {
 		verb, resource, namespace string
@@ -297,7 +313,7 @@ func TestTheChartWithEveryOptionOnIsAcceptedByTheAPIServer(t *testing.T) {
 	every := append([]string{"--set", "watchNamespaces={demo,team-b}", "--set", "metrics.secure=true"}, everyMonitoringOption...)
 	c.run("helm", append([]string{"lint", "charts/docexec"}, every...)...)
 	c.run("kubectl", "apply", "--server-side", "-f", "e2e/testdata/monitoring-crds")
-	c.run("kubectl", "wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com", "--timeout=60s")
+	c.established("crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
 	for _, ns := range []string{"docexec", "demo", "team-b"} {
 		c.run("kubectl", "create", "namespace", ns)
 	}
@@ -364,7 +380,7 @@ func (c *cluster) startControllerManager() {
 func TestDeletingAPoolDeletesEverythingItOwns(t *testing.T) {
 	c := newCluster(t)
 	c.run("kubectl", "apply", "-k", "config/crd")
-	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.established("crd/docexecutorpools.docexec.io")
 	c.startControllerManager()
 	c.startOperator(c.kubeconfig)
 	c.run("kubectl", "create", "namespace", "demo")

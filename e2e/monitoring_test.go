@@ -63,10 +63,7 @@ func TestTheShippedMonitoringUsesOnlyMetricsThatAreServed(t *testing.T) {
 	f.produce(500)
 	f.waitCommitted()
 	c.run("kubectl", "apply", "-k", "config/crd")
-	c.eventually("the CRD is established", func() bool { // kubectl wait fails while it has no conditions yet
-		_, err := c.try("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=10s")
-		return err == nil
-	})
+	c.established("crd/docexecutorpools.docexec.io")
 	operator := freeAddr(t)
 	c.startOperator(c.kubeconfig, "--metrics-bind-address="+operator, "--metrics-secure=false")
 	c.run("kubectl", "create", "namespace", "demo")

@@ -176,7 +176,7 @@ rules:
 	// The operator's CRD and RBAC as users install them; its Deployment is
 	// replaced by the binary run here.
 	c.run("kubectl", "apply", "-k", "config/default")
-	c.run("kubectl", "wait", "--for=condition=Established", "crd/docexecutorpools.docexec.io", "--timeout=60s")
+	c.established("crd/docexecutorpools.docexec.io")
 	c.run("kubectl", "delete", "deployment", "-n", "docexec-system", "docexec-operator")
 	c.run("kubectl", "create", "namespace", scaleNamespace)
 

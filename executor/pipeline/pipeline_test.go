@@ -1107,19 +1107,7 @@ func refuseProduce(c *kfake.Cluster, refusing *atomic.Bool) {
 		if req.TransactionID == nil {
 			return nil, nil, false // the test's own input
 		}
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.NotEnoughReplicas.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return testenv.RefusedProduce(req, kerr.NotEnoughReplicas.Code), nil, true
 	})
 }
 

@@ -20,10 +20,10 @@ import (
 
 // executorRun is one `docexec executor` process serving one partition.
 type executorRun struct {
-	cmd    *exec.Cmd
-	listen string
-	pool   string
-	topic  string
+	cmd       *exec.Cmd
+	listen    string
+	pool      string
+	partition int32
 	// exited is closed when the process has ended, err then says how.
 	exited chan struct{}
 	err    error
@@ -57,7 +57,7 @@ func startExecutor(ctx context.Context, s servers, cfg kafka.Config, topic strin
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the executor: %w", err)
 	}
-	e := &executorRun{cmd: cmd, listen: listen, pool: pool, topic: topic, exited: make(chan struct{}), sampled: make(chan struct{})}
+	e := &executorRun{cmd: cmd, listen: listen, pool: pool, partition: partition, exited: make(chan struct{}), sampled: make(chan struct{})}
 	go func() {
 		defer close(e.exited)
 		e.err = cmd.Wait()
@@ -108,7 +108,7 @@ func (e *executorRun) kill() {
 func (e *executorRun) gone() error {
 	select {
 	case <-e.exited:
-		return fmt.Errorf("executor of %s partition %s exited before the end: %v", e.pool, e.cmd.Args[5], e.err)
+		return fmt.Errorf("executor of %s partition %d exited before the end: %v", e.pool, e.partition, e.err)
 	default:
 		return nil
 	}

@@ -59,13 +59,13 @@ type answer struct {
 // Describe reads the pool's topics, connecting as the pool's executors do:
 // with its TLS and SASL settings and the contents of their Secrets.
 func (k *KafkaTopics) Describe(ctx context.Context, pool *docexecv1.DocExecutorPool) (TopicInfo, error) {
-	// Pools differ by namespace (their Secrets) and by every setting of
-	// their Kafka spec.
+	// Pools differ by namespace (their Secrets; the group carries it) and
+	// by every setting of their Kafka spec.
 	spec, err := json.Marshal(pool.Spec.Kafka)
 	if err != nil {
 		return TopicInfo{}, fmt.Errorf("kafka spec of DocExecutorPool %s/%s: %w", pool.Namespace, pool.Name, err)
 	}
-	key := pool.Namespace + "/" + consumerGroup(pool) + "/" + string(spec)
+	key := consumerGroup(pool) + "/" + string(spec)
 	k.mu.Lock()
 	a, ok := k.recent[key]
 	k.mu.Unlock()

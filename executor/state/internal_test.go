@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/redis/rueidis"
+
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/internal/testenv"
@@ -95,5 +97,53 @@ func TestAFencedForgetDeletesNothing(t *testing.T) {
 	}
 	if got, _ := s.Get(ctx, "u"); len(got) != 1 {
 		t.Fatal("a fenced Forget deleted the new writer's state")
+	}
+}
+
+// TestAClaimBetweenACommitsReadsAndItsWritesFencesIt: the write of a batch
+// reads the epoch, then writes; a claim in between must abort the write
+// (the meta hash is watched), and the retry must find the writer fenced.
+func TestAClaimBetweenACommitsReadsAndItsWritesFencesIt(t *testing.T) {
+	for name, c := range map[string]func(testing.TB) rueidis.Client{
+		"redis-server":  func(t testing.TB) rueidis.Client { return testenv.Redis(t) },
+		"redis-cluster": func(t testing.TB) rueidis.Client { return testenv.OwnRedisCluster(t).Client(t) },
+		"miniredis":     func(t testing.TB) rueidis.Client { return testenv.MiniRedis(t) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			client := c(t)
+			opts := Options{Pool: fmt.Sprintf("claim-between-%x", rand.Uint64()), Partition: 0}
+			s, rival := New(client, opts), New(client, opts)
+			claim, err := s.Claim(ctx, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := s.Prepare(ctx, claim.Epoch, []Update{{Doc: document.Document{URL: "u", FetchTime: 1, Text: "t"}, Emit: EmitChanged}}, 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claimed := false
+			err = s.fenced(ctx, "write a batch", b.epoch, transaction{
+				watch: []string{s.metaKey},
+				reads: func(rb rueidis.Builder) rueidis.Commands {
+					return rueidis.Commands{rb.Hmget().Key(s.metaKey).Field("applied", "complete").Build()}
+				},
+				writes: func(rb rueidis.Builder, read []rueidis.RedisResult) (rueidis.Commands, error) {
+					if !claimed {
+						claimed = true
+						if _, err := rival.Claim(ctx, 0, false); err != nil {
+							t.Fatal(err)
+						}
+					}
+					return s.batchWrites(rb, b, read)
+				},
+			})
+			if !errors.Is(err, fencing.ErrFenced) {
+				t.Fatalf("got %v, want ErrFenced", err)
+			}
+			if got, _ := s.Get(ctx, "u"); len(got) != 0 {
+				t.Fatalf("the fenced write wrote %+v", got)
+			}
+		})
 	}
 }

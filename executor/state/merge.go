@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/rueidis"
 
@@ -290,48 +289,6 @@ func (s *State) readTexts(ctx context.Context, urls map[string]*work, updates []
 	return nil
 }
 
-// Commit writes a prepared batch in one fenced step: its states, their urls
-// in the dirty set, the applied offset and its Output. Retried after an
-// error that may pass, it writes the same again.
-func (s *State) Commit(ctx context.Context, b *Batch) error {
-	keys := make([]string, 0, 3+2*(len(b.writes)+len(b.cached)))
-	keys = append(keys, s.metaKey, s.dirtyKey, s.outKey)
-	args := make([]string, 0, 9+4*len(b.writes)+2*len(b.cached))
-	published := ""
-	if b.Published >= 0 {
-		published = strconv.FormatInt(b.Published, 10)
-	}
-	args = append(args, strconv.FormatUint(b.epoch, 10), strconv.FormatInt(b.next, 10), s.applied, b.count,
-		strconv.FormatInt(int64(s.opts.CleanTTL.Seconds()), 10), strconv.Itoa(len(b.writes)), strconv.Itoa(len(b.cached)),
-		string(b.Output), published)
-	for _, w := range b.writes {
-		keys = append(keys, s.numbersKey(w.doc.URL), s.textKey(w.doc.URL))
-		args = append(args, w.doc.URL, encodeNumbers(w.doc), flag(w.writeText), textIf(w))
-	}
-	for _, d := range b.cached {
-		keys = append(keys, s.numbersKey(d.URL), s.textKey(d.URL))
-		args = append(args, encodeNumbers(d), d.Text)
-	}
-	if err := writeScript.Exec(ctx, s.client, keys, args).Error(); err != nil {
-		return s.classify("write a batch", err)
-	}
-	s.advance(b.next)
-	if b.count != "" && b.count != s.completeFor {
-		s.completeFor = "" // write.lua voided it for good
-	}
-	for _, k := range b.known {
-		s.cache.put(k.doc, k.hasText)
-	}
-	return nil
-}
-
-func textIf(w written) string {
-	if w.writeText {
-		return w.doc.Text
-	}
-	return ""
-}
-
 // Apply prepares and commits a batch: for callers that need no retry of
 // the write alone (tests, tools).
 func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next int64, loader Loader) (Result, error) {
@@ -343,18 +300,4 @@ func (s *State) Apply(ctx context.Context, epoch uint64, updates []Update, next 
 		return Result{}, err
 	}
 	return b.Result, nil
-}
-
-// advance records next as applied, as write.lua does: it never goes back.
-func (s *State) advance(next int64) {
-	if prev, err := strconv.ParseInt(s.applied, 10, 64); err != nil || next > prev {
-		s.applied = strconv.FormatInt(next, 10)
-	}
-}
-
-func flag(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
 }

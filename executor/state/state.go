@@ -45,27 +45,20 @@ const format = "2"
 var (
 	//go:embed fence.lua
 	fenceSource string
-	//go:embed write.lua
-	writeSource string
 	//go:embed claim.lua
 	claimSource string
 	//go:embed begin_sync.lua
 	beginSyncSource string
-	//go:embed sync_page.lua
-	syncPageSource string
-	//go:embed clean.lua
-	cleanSource string
 	//go:embed forget.lua
 	forgetSource string
 	//go:embed recover.lua
 	recoverSource string
 
 	claimScript = rueidis.NewLuaScript(claimSource)
-	// Scripts that write check the caller's epoch first.
-	writeScript     = rueidis.NewLuaScript(fenceSource + writeSource)
+	// Scripts that write check the caller's epoch first; fenceScript alone
+	// says why a transaction found another epoch (see fenced).
+	fenceScript     = rueidis.NewLuaScript(fenceSource + "\nreturn redis.status_reply('OK')")
 	beginSyncScript = rueidis.NewLuaScript(fenceSource + beginSyncSource)
-	syncPageScript  = rueidis.NewLuaScript(fenceSource + syncPageSource)
-	cleanScript     = rueidis.NewLuaScript(fenceSource + cleanSource)
 	forgetScript    = rueidis.NewLuaScript(fenceSource + forgetSource)
 	recoverScript   = rueidis.NewLuaScript(fenceSource + recoverSource)
 )
@@ -203,8 +196,8 @@ func (s *State) Recover(ctx context.Context, epoch uint64, replay int64) error {
 	return nil
 }
 
-// partitionCount is the input topic's partition count now, as write.lua
-// and claim.lua compare it.
+// partitionCount is the input topic's partition count now, as Commit and
+// claim.lua compare it.
 func (s *State) partitionCount(ctx context.Context) (string, error) {
 	if s.opts.PartitionCount == nil {
 		return "1", nil

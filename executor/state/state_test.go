@@ -423,6 +423,28 @@ func TestASyncPassTakesEveryChangeBeforeItAndNoneAfter(t *testing.T) {
 	})
 }
 
+// TestADirtyStateEvictedStopsTheSync: dirty states never expire, so a
+// missing one was evicted — the partition lost what Redis alone held, and
+// the sync must not pass over it.
+func TestADirtyStateEvictedStopsTheSync(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch, pool := fresh(t, c, true)
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "u", FetchTime: 1, Text: "t"}), 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:t:u", pool)).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		if page, _, err := s.SyncPage(ctx, epoch, 10, 0); !errors.Is(err, fencing.ErrLost) {
+			t.Fatalf("got %+v, %v; want ErrLost", page, err)
+		}
+	})
+}
+
 func TestAFailedPassLeavesItsUrlsForTheNext(t *testing.T) {
 	servers(t, func(t *testing.T, c rueidis.Client) {
 		ctx := context.Background()

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/executor/fencing"
 )
 
 // BeginSync starts a sync pass: the urls dirty so far are set aside to be
@@ -37,43 +39,83 @@ func (s *State) BeginSync(ctx context.Context, epoch uint64) (applied int64, has
 
 // SyncPage returns the states of up to limit urls set aside by BeginSync,
 // fewer once their texts reach maxBytes (0: no bound; the state that
-// crosses it is included); last says that no others are left.
+// crosses it is included); last says that no others are left. The texts'
+// sizes are read first, so that a page of large documents never travels.
 func (s *State) SyncPage(ctx context.Context, epoch uint64, limit, maxBytes int) (states []document.Document, last bool, err error) {
 	urls, err := s.client.Do(ctx, s.client.B().Srandmember().Key(s.syncingKey).Count(int64(limit)).Build()).AsStrSlice()
 	if err != nil {
 		return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
 	}
-	keys := make([]string, 0, 2+2*len(urls))
-	keys = append(keys, s.metaKey, s.syncingKey)
-	for _, url := range urls {
-		keys = append(keys, s.numbersKey(url))
+	if maxBytes > 0 && len(urls) > 1 {
+		if urls, err = s.withinBytes(ctx, urls, maxBytes); err != nil {
+			return nil, false, err
+		}
 	}
-	for _, url := range urls {
-		keys = append(keys, s.textKey(url))
+	numbers, texts := make([]string, len(urls)), make([]string, len(urls))
+	for i, url := range urls {
+		numbers[i], texts[i] = s.numbersKey(url), s.textKey(url)
 	}
-	res, err := syncPageScript.Exec(ctx, s.client, keys, []string{strconv.FormatUint(epoch, 10), strconv.Itoa(maxBytes)}).ToArray()
+	read := rueidis.Commands{s.client.B().Scard().Key(s.syncingKey).Build()}
+	if len(urls) > 0 {
+		read = append(read, s.client.B().Mget().Key(numbers...).Build(), s.client.B().Mget().Key(texts...).Build())
+	}
+	// Read with the epoch, in one step, so that a wiped or lost partition
+	// cannot pass for a synced one.
+	res, err := s.fencedRead(ctx, "read states to sync", epoch, read)
 	if err != nil {
-		return nil, false, s.classify("read states to sync", err)
+		return nil, false, err
 	}
 	left, err := res[0].AsInt64()
 	if err != nil {
 		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %w", s.opts.Partition, err)
 	}
-	numbers, err1 := res[1].AsStrSlice()
-	texts, err2 := res[2].AsStrSlice()
-	if err1 != nil || err2 != nil || len(numbers) != len(texts) || len(numbers) > len(urls) || (len(numbers) == 0 && len(urls) > 0) {
-		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
-			s.opts.Partition, len(numbers), len(texts), len(urls), err1, err2)
+	if len(urls) == 0 {
+		return nil, left == 0, nil
 	}
-	urls = urls[:len(numbers)] // the first ones, within maxBytes
+	numberValues, err1 := res[1].ToArray()
+	textValues, err2 := res[2].ToArray()
+	if err1 != nil || err2 != nil || len(numberValues) != len(urls) || len(textValues) != len(urls) {
+		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
+			s.opts.Partition, len(numberValues), len(textValues), len(urls), err1, err2)
+	}
 	states = make([]document.Document, len(urls))
-	for i := range urls {
-		states[i] = document.Document{URL: urls[i], Text: texts[i]}
-		if err := decodeNumbers(urls[i], numbers[i], &states[i]); err != nil {
+	for i, url := range urls {
+		n, err1 := numberValues[i].ToString()
+		t, err2 := textValues[i].ToString()
+		if rueidis.IsRedisNil(err1) || rueidis.IsRedisNil(err2) {
+			// Dirty states never expire: only eviction removes one.
+			return nil, false, fmt.Errorf("state: read states to sync of partition %d: %w: the state of %q is missing (evicted? docexec needs a maxmemory-policy that keeps keys without a TTL)",
+				s.opts.Partition, fencing.ErrLost, url)
+		}
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, false, fmt.Errorf("state: read the state of %q: %w", url, err)
+		}
+		states[i] = document.Document{URL: url, Text: t}
+		if err := decodeNumbers(url, n, &states[i]); err != nil {
 			return nil, false, fmt.Errorf("state: %w", err)
 		}
 	}
 	return states, left <= int64(len(urls)), nil
+}
+
+// withinBytes returns the first urls whose texts reach maxBytes (the one
+// that crosses it included).
+func (s *State) withinBytes(ctx context.Context, urls []string, maxBytes int) ([]string, error) {
+	sizes := make(rueidis.Commands, len(urls))
+	for i, url := range urls {
+		sizes[i] = s.client.B().Strlen().Key(s.textKey(url)).Build()
+	}
+	bytes := 0
+	for i, r := range s.client.DoMulti(ctx, sizes...) {
+		n, err := r.AsInt64()
+		if err != nil {
+			return nil, fmt.Errorf("state: size the texts to sync of partition %d: %w", s.opts.Partition, err)
+		}
+		if bytes += int(n); bytes >= maxBytes {
+			return urls[:i+1], nil
+		}
+	}
+	return urls, nil
 }
 
 // MarkClean ends the sync of states that SyncPage returned and PostgreSQL
@@ -93,21 +135,47 @@ func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Doc
 	if len(states) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, 3+2*len(states))
-	args := make([]string, 0, 2+len(states))
-	keys = append(keys, s.metaKey, s.dirtyKey, s.syncingKey)
-	args = append(args, strconv.FormatUint(epoch, 10), strconv.FormatInt(int64(ttl.Seconds()), 10))
-	for _, d := range states {
-		keys = append(keys, s.numbersKey(d.URL), s.textKey(d.URL))
-		args = append(args, d.URL)
+	urls := make([]string, len(states))
+	for i, d := range states {
+		urls[i] = d.URL
 	}
-	if err := cleanScript.Exec(ctx, s.client, keys, args).Error(); err != nil {
-		return s.classify(fmt.Sprintf("mark %d states clean", len(states)), err)
+	seconds := int64(ttl.Seconds())
+	err := s.fenced(ctx, fmt.Sprintf("mark %d states clean", len(states)), epoch, transaction{
+		watch: []string{s.metaKey, s.dirtyKey},
+		reads: func(rb rueidis.Builder) rueidis.Commands {
+			if seconds == 0 {
+				return nil
+			}
+			return rueidis.Commands{rb.Smismember().Key(s.dirtyKey).Member(urls...).Build()}
+		},
+		writes: func(rb rueidis.Builder, read []rueidis.RedisResult) (rueidis.Commands, error) {
+			writes := rueidis.Commands{rb.Srem().Key(s.syncingKey).Member(urls...).Build()}
+			if seconds == 0 {
+				return writes, nil
+			}
+			// They may expire now, unless changed again since (then they
+			// are dirty, and dirty states never expire). An expired key is
+			// no longer proof that a url is new.
+			dirty, err := read[0].AsIntSlice()
+			if err != nil || len(dirty) != len(urls) {
+				return nil, fmt.Errorf("read which are dirty: %d of %d, %w", len(dirty), len(urls), err)
+			}
+			writes = append(writes, rb.Hdel().Key(s.metaKey).Field("complete").Build())
+			for i, url := range urls {
+				if dirty[i] == 0 {
+					writes = append(writes, rb.Expire().Key(s.numbersKey(url)).Seconds(seconds).Build(),
+						rb.Expire().Key(s.textKey(url)).Seconds(seconds).Build())
+				}
+			}
+			return writes, nil
+		},
+	})
+	if err != nil {
+		return err
 	}
 	if ttl > 0 {
-		// They may expire now: a state the cache keeps must be in Redis,
-		// and a url missing from Redis may be an expired one (clean.lua
-		// voided completeness).
+		// A state the cache keeps must be in Redis, and a url missing from
+		// Redis may be an expired one.
 		for _, d := range states {
 			s.cache.forget(d.URL)
 		}

@@ -154,6 +154,9 @@ func New(opts Options, deps Deps) *Executor {
 // Ready reports whether the executor is processing its partition.
 func (e *Executor) Ready() bool { return e.ready.Load() }
 
+// Options returns the options the executor runs with, defaults applied.
+func (e *Executor) Options() Options { return e.opts }
+
 // Counts are what an executor did in all its terms, for whoever runs it in
 // the same process to report (docexec local's progress and summary). The
 // Prometheus metrics count the same for observation; nothing reads them

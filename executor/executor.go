@@ -138,10 +138,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		return err // a configuration error, or stopped while connecting
 	}
 	defer conns.close()
-	exec, err := NewPipeline(cfg, pipeline.Deps{
+	exec, err := NewPipeline(cfg, conns.redis, pipeline.Deps{
 		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
-		State: state.New(conns.redis, state.Options{Pool: cfg.Identity(), Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
-			PartitionCount: conns.kafka.PartitionCount(cfg.Kafka.InputTopic)}),
 		// The pool's name: its namespace is the scraped pod's.
 		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
 	})
@@ -213,17 +211,11 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 		open      func(context.Context) error
 	}{
 		{"redis", func(context.Context) (err error) {
-			c.redis, err = rueidis.NewClient(rueidis.ClientOption{
-				InitAddress: cfg.Redis.Addresses, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
-				DisableCache: true, // the executor is the only writer of its keys
-				// rueidis would retry reads while Redis is away, for as long as
-				// it takes and silently; the executor's own retries say so.
-				DisableRetry: true,
-			})
+			c.redis, err = rueidis.NewClient(RedisOptions(cfg.Redis))
 			return err
 		}},
 		{"postgres", func(ctx context.Context) error {
-			st, err := store.OpenPostgres(ctx, cfg.Postgres.DSN, store.Options{Table: cfg.Postgres.Table, BatchSize: cfg.Sync.BatchSize})
+			st, err := store.OpenPostgres(ctx, cfg.Postgres.DSN, StoreOptions(cfg))
 			if err == nil {
 				if err = st.Migrate(ctx); err != nil {
 					st.Close()
@@ -377,21 +369,47 @@ func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, 
 	}
 }
 
-// NewPipeline builds the partition's executor from the configuration.
-func NewPipeline(cfg config.Config, deps pipeline.Deps) (*pipeline.Executor, error) {
+// RedisOptions are the options of the Redis client of an executor.
+func RedisOptions(cfg config.Redis) rueidis.ClientOption {
+	return rueidis.ClientOption{
+		InitAddress: cfg.Addresses, Username: cfg.Username, Password: cfg.Password,
+		DisableCache: true, // the executor is the only writer of its keys
+		// rueidis would retry reads while Redis is away, for as long as it
+		// takes and silently; the executor's own retries say so.
+		DisableRetry: true,
+	}
+}
+
+// StoreOptions are the options of an executor's store.
+func StoreOptions(cfg config.Config) store.Options {
+	return store.Options{Table: cfg.Postgres.Table, BatchSize: cfg.Sync.BatchSize}
+}
+
+// NewPipeline builds the partition's executor from the configuration, the
+// one place that maps it to the pipeline's options, codec and state in
+// Redis: `docexec executor` and `docexec local` run the same settings.
+// deps bring the rest (their State and Codec are set here).
+func NewPipeline(cfg config.Config, redis rueidis.Client, deps pipeline.Deps) (*pipeline.Executor, error) {
 	c, err := codec.New(cfg.Kafka.Format)
 	if err != nil {
 		return nil, err
 	}
 	deps.Codec = c
-	return pipeline.New(pipeline.Options{
+	deps.State = state.New(redis, state.Options{Pool: cfg.Identity(), Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
+		PartitionCount: deps.Kafka.PartitionCount(cfg.Kafka.InputTopic)})
+	return pipeline.New(PipelineOptions(cfg), deps), nil
+}
+
+// PipelineOptions are the options of the partition's pipeline.
+func PipelineOptions(cfg config.Config) pipeline.Options {
+	return pipeline.Options{
 		Pool: cfg.Identity(), Partition: cfg.Partition,
 		InputTopic: cfg.Kafka.InputTopic, OutputTopic: cfg.Kafka.OutputTopic, DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
 		Group: cfg.Kafka.Group, StartOffset: cfg.Kafka.StartOffset,
 		BatchSize: cfg.Batch.Size, BatchBytes: cfg.Batch.MaxBytes, BatchWait: time.Duration(cfg.Batch.MaxWait),
 		SyncInterval: time.Duration(cfg.Sync.Interval), SyncBatch: cfg.Sync.BatchSize,
 		ShutdownTimeout: time.Duration(cfg.ShutdownTimeout),
-	}, deps), nil
+	}
 }
 
 // Handler serves /healthz (the process runs), /readyz (ready when

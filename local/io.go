@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/docexec/docexec/executor/pipeline"
 )
 
 // open returns the input named by path ("-" is stdin).
@@ -57,6 +59,12 @@ func (c *counting) Read(p []byte) (int, error) {
 	c.bytes.Add(int64(n))
 	c.lines.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
 	return n, err
+}
+
+// status is what the progress line shows after processed of the input.
+func (c *counting) status(processed pipeline.Counts) status {
+	return status{read: c.bytes.Load(), total: c.size.Load(), lines: c.lines.Load(),
+		processed: processed.In, emitted: processed.Emitted, deadLettered: processed.DeadLettered}
 }
 
 // status is what the progress line shows.

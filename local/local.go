@@ -26,7 +26,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"golang.org/x/sync/errgroup"
@@ -39,7 +38,6 @@ import (
 	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/pipeline"
-	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
 	"github.com/docexec/docexec/internal/redact"
 )
@@ -75,7 +73,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.sqlite, "sqlite", "", "SQLite file to keep the states in (default: a temporary file)")
 	fs.StringVar(&o.listen, "listen", "", "expose the embedded Kafka at this address, e.g. 127.0.0.1:9092")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	fs.IntVar(&o.batchSize, "batch-size", pipeline.DefaultBatchSize, "messages per batch at most")
+	fs.IntVar(&o.batchSize, "batch-size", config.Default().Batch.Size, "messages per batch at most")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: docexec local [--input FILE|-] [--output FILE|-] [flags]")
 		fs.PrintDefaults()
@@ -116,166 +114,230 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	return executor.ExitOK
 }
 
+// run is one local pipeline: the servers, the collectors of its output, the
+// executors and the input, each with its owner; then the summary.
 func run(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writer, log *slog.Logger) (err error) {
 	started := time.Now()
-	kcfg, stopKafka, err := startKafka(o)
+	s, err := startServers(ctx, o, log)
 	if err != nil {
 		return err
 	}
-	defer stopKafka()
-	client, err := kafka.Connect(kcfg)
+	defer s.close()
+	// Collectors first, from each topic's current end, so that they see
+	// everything this run emits. They stop before the outputs close.
+	col, err := startCollecting(ctx, o, stdout, s, log)
 	if err != nil {
-		return err
-	}
-	defer client.Close()
-	partitions, err := ensureTopics(client, int32(o.partitions), log)
-	if err != nil {
-		return err
-	}
-	redis, stopRedis, err := startRedis(o)
-	if err != nil {
-		return err
-	}
-	defer stopRedis()
-	st, closeStore, err := openStore(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-
-	out, closeOut, err := create(o.output, stdout)
-	if err != nil {
-		return err
-	}
-	dead, closeDead, err := create(o.deadLetter, nil)
-	if err != nil {
-		closeOut()
 		return err
 	}
 	defer func() {
-		if cerr := errors.Join(closeOut(), closeDead()); cerr != nil && err == nil {
+		if cerr := col.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("write output: %w", cerr)
 		}
 	}()
-
-	// Collectors first, from each topic's current end, so that they see
-	// everything this run emits. They stop before the outputs close.
-	output, deadLetters := &collector{sink: out, line: func(r *kafka.Record) []byte { return r.Value }}, &collector{sink: dead, line: deadLetterLine}
-	collectCtx, stopCollecting := context.WithCancel(context.WithoutCancel(ctx))
-	var collectors errgroup.Group
-	defer func() { stopCollecting(); collectors.Wait() }() //nolint:errcheck // collectors return nil
-	for p := range partitions {
-		for _, c := range []struct {
-			topic string
-			c     *collector
-		}{{OutputTopic, output}, {DeadLetterTopic, deadLetters}} {
-			from, err := client.Offset(c.topic, p, kafka.Latest)
-			if err != nil {
-				return err
-			}
-			r, err := client.Read(c.topic, p, from)
-			if err != nil {
-				return err
-			}
-			collectors.Go(func() error { defer r.Close(); c.c.run(collectCtx, r, log); return nil })
-		}
-	}
-
-	// Executors, one per partition, stop when the input is processed, when
-	// ctx ends, or when one of them fails.
-	codecJSON, _ := codec.New(codec.FormatJSON)
-	m := metrics.New(prometheus.NewRegistry())
-	parts := make([]*metrics.Partition, partitions)
-	executors, failed := errgroup.WithContext(ctx)
-	execCtx, stopExecutors := context.WithCancel(failed)
-	defer func() { stopExecutors(); executors.Wait() }() //nolint:errcheck // an early return has its own error
-	var handovers atomic.Int64
-	for p := range partitions {
-		h := health.New(log.With("partition", p))
-		parts[p] = m.Partition(pool, p)
-		// The partition's replicas share a lock: one leads, the others
-		// stand by, as pods do with the partition's Lease.
-		lock := leader.NewLocal(&handovers)
-		for range o.replicas {
-			exec := pipeline.New(pipeline.Options{
-				Pool: pool, Partition: p, InputTopic: InputTopic, OutputTopic: OutputTopic, DeadLetterTopic: DeadLetterTopic,
-				Group: config.Group(pool), BatchSize: o.batchSize,
-			}, pipeline.Deps{KafkaConfig: kcfg, Kafka: client, Store: st, Codec: codecJSON, Metrics: parts[p], Log: log, Health: h,
-				State: state.New(redis, state.Options{Pool: pool, Partition: p, PartitionCount: client.PartitionCount(InputTopic)})})
-			executors.Go(func() error { return executor.Lead(execCtx, exec, lock, 100*time.Millisecond, log, h) })
-		}
-	}
-	log.Info("Local pipeline started", "partitions", partitions, "brokers", kcfg.Brokers)
-	input := &counting{} // its reader is set once the input is open
-	progress := newProgress(stderr, func() status {
-		c := countAll(parts)
-		return status{read: input.bytes.Load(), total: input.size.Load(), lines: input.lines.Load(),
-			processed: c.in, emitted: c.emitted, deadLettered: c.deadLettered}
-	})
-	defer progress.stop()
-
-	var read int64
-	var tooLarge atomic.Int64 // input lines dead-lettered before Kafka
-	if o.input != "" {
-		in, closeIn, err := open(o.input, stdin)
-		if err != nil {
-			return err
-		}
-		if f, ok := in.(*os.File); ok {
-			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-				input.size.Store(fi.Size())
-			}
-		}
-		input.r = in
-		limit, _, err := client.MaxMessageBytes(InputTopic)
-		if err != nil {
-			closeIn()
-			return err
-		}
-		read, err = feed(failed, kcfg, limit, input, codecJSON, func(line []byte, why string) {
-			tooLarge.Add(1)
-			deadLetters.write(deadLetterJSON(why, InputTopic, -1, -1, line), true)
-		})
-		closeIn()
-		if err != nil {
-			stopExecutors()
-			return errors.Join(executors.Wait(), err)
-		}
-		if err := waitProcessed(failed, client, partitions); err != nil {
-			stopExecutors()
-			return errors.Join(executors.Wait(), err)
-		}
-	} else {
-		log.Info("No --input: serving until interrupted", "input topic", InputTopic)
-		<-failed.Done()
-	}
-	stopExecutors()
-	if err := executors.Wait(); err != nil {
+	x, err := startExecutors(ctx, o, s, log)
+	if err != nil {
 		return err
 	}
-	// The executors are done and their counts final: wait for the
-	// collectors to hold all of it.
-	final := countAll(parts)
-	deadline := time.Now().Add(30 * time.Second)
-	for output.seen.Load() < final.emitted || deadLetters.seen.Load() < final.deadLettered {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("collected %d states and %d dead letters of %d and %d", output.seen.Load(), deadLetters.seen.Load(), final.emitted, final.deadLettered)
-		}
-		time.Sleep(10 * time.Millisecond)
+	defer x.stop() //nolint:errcheck // an early return has its own error
+	log.Info("Local pipeline started", "partitions", s.partitions, "brokers", s.cfg.Kafka.Brokers)
+	input := &counting{} // its reader is set once the input is open
+	progress := newProgress(stderr, func() status { return input.status(x.counts()) })
+	defer progress.stop()
+
+	read, err := process(x.failed, o, stdin, s, input, col, log)
+	if err := errors.Join(x.stop(), err); err != nil {
+		return err
 	}
-	stopCollecting()
-	collectors.Wait() //nolint:errcheck // collectors return nil
+	// The executors are done and their counts final: the collectors are to
+	// hold all of it.
+	final := x.counts()
+	if err := col.finish(final); err != nil {
+		return err
+	}
 	progress.stop()
-	if err := errors.Join(output.err, deadLetters.err); err != nil {
-		return fmt.Errorf("write output: %w", err)
-	}
 	if o.input == "" {
-		read = final.in
+		read = final.In
 	}
-	elapsed := time.Since(started)
-	fmt.Fprintf(stderr, "docexec local: read %d, emitted %d, unchanged %d, dead-lettered %d, handovers %d in %s (%.0f docs/s)\n",
-		read, final.emitted, final.unchanged, final.deadLettered+tooLarge.Load(), handovers.Load(), elapsed.Round(time.Millisecond), float64(final.in)/elapsed.Seconds())
+	report(stderr, read, final, col.rejected.Load(), x.handovers.Load(), time.Since(started))
 	return nil
+}
+
+// report writes the summary of a run: the input lines read, what the
+// executors did, the lines dead-lettered before Kafka (rejected) and the
+// handovers between replicas.
+func report(w io.Writer, read int64, done pipeline.Counts, rejected, handovers int64, elapsed time.Duration) {
+	fmt.Fprintf(w, "docexec local: read %d, emitted %d, unchanged %d, dead-lettered %d, handovers %d in %s (%.0f docs/s)\n",
+		read, done.Emitted, done.Unchanged, done.DeadLettered+rejected, handovers, elapsed.Round(time.Millisecond), float64(done.In)/elapsed.Seconds())
+}
+
+// executorConfig is the configuration of local mode's executors: the
+// executor's defaults, with local mode's pool, topics and servers.
+func executorConfig(o options, brokers []string, redis string) config.Config {
+	cfg := config.Default()
+	cfg.Pool = pool
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.InputTopic, cfg.Kafka.OutputTopic, cfg.Kafka.DeadLetterTopic = InputTopic, OutputTopic, DeadLetterTopic
+	cfg.Kafka.Group = config.Group(cfg.Identity())
+	cfg.Redis.Addresses = []string{redis}
+	cfg.Postgres.DSN = o.postgres // none: SQLite
+	cfg.Batch.Size = o.batchSize
+	// A partition's replicas share a lock in this process: the next one
+	// takes over at once, with no Lease to wait out.
+	cfg.Leader.RetryPeriod = config.Duration(100 * time.Millisecond)
+	return cfg
+}
+
+// servers are what local mode's executors connect to, embedded stand-ins
+// unless flags name real servers, and the clients of them.
+type servers struct {
+	cfg        config.Config // of the executors, but for the partition
+	kafka      *kafka.Client
+	redis      rueidis.Client
+	store      *store.Store
+	partitions int32
+	stops      []func() // in the order started
+}
+
+// startServers starts the stand-ins, connects to them and creates the
+// topics; close stops them.
+func startServers(ctx context.Context, o options, log *slog.Logger) (_ *servers, err error) {
+	s := &servers{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	brokers, err := s.startKafka(o)
+	if err != nil {
+		return nil, err
+	}
+	redisAddr, err := s.startRedis(o)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg = executorConfig(o, brokers, redisAddr)
+	if s.kafka, err = kafka.Connect(s.cfg.Kafka.Config); err != nil {
+		return nil, err
+	}
+	s.stops = append(s.stops, func() { s.kafka.Close() })
+	if s.partitions, err = ensureTopics(s.kafka, int32(o.partitions), log); err != nil {
+		return nil, err
+	}
+	opt := executor.RedisOptions(s.cfg.Redis)
+	opt.ForceSingleClient = o.redis == "" // miniredis refuses client tracking and cross-slot checks
+	if s.redis, err = rueidis.NewClient(opt); err != nil {
+		return nil, fmt.Errorf("connect to Redis: %w", err)
+	}
+	s.stops = append(s.stops, s.redis.Close)
+	st, closeStore, err := openStore(ctx, o, executor.StoreOptions(s.cfg))
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	s.stops = append(s.stops, closeStore)
+	return s, nil
+}
+
+// close stops what started, the last first.
+func (s *servers) close() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+}
+
+// executors run every partition's replicas, until stop or one of them
+// fails, and add up what they do.
+type executors struct {
+	group     *errgroup.Group
+	failed    context.Context // ends when the run's context does or one fails
+	cancel    context.CancelFunc
+	all       []*pipeline.Executor
+	handovers atomic.Int64
+}
+
+// startExecutors starts the replicas of each partition, built as `docexec
+// executor` builds its own.
+func startExecutors(ctx context.Context, o options, s *servers, log *slog.Logger) (*executors, error) {
+	group, failed := errgroup.WithContext(ctx)
+	runCtx, cancel := context.WithCancel(failed)
+	x := &executors{group: group, failed: failed, cancel: cancel}
+	m := metrics.New(prometheus.NewRegistry())
+	for p := range s.partitions {
+		cfg := s.cfg
+		cfg.Partition = p
+		h := health.New(log.With("partition", p))
+		part := m.Partition(cfg.Pool, p)
+		// The partition's replicas share a lock: one leads, the others
+		// stand by, as pods do with the partition's Lease.
+		lock := leader.NewLocal(&x.handovers)
+		for range o.replicas {
+			exec, err := executor.NewPipeline(cfg, s.redis, pipeline.Deps{
+				KafkaConfig: cfg.Kafka.Config, Kafka: s.kafka, Store: s.store, Metrics: part, Log: log, Health: h})
+			if err != nil {
+				x.stop() //nolint:errcheck // the error is this one
+				return nil, err
+			}
+			x.all = append(x.all, exec)
+			x.group.Go(func() error { return executor.Lead(runCtx, exec, lock, time.Duration(cfg.Leader.RetryPeriod), log, h) })
+		}
+	}
+	return x, nil
+}
+
+// stop stops the executors and waits for them.
+func (x *executors) stop() error {
+	x.cancel()
+	return x.group.Wait()
+}
+
+// counts adds up what the executors did; once stopped, all of it.
+func (x *executors) counts() pipeline.Counts {
+	var c pipeline.Counts
+	for _, e := range x.all {
+		c = c.Plus(e.Counts())
+	}
+	return c
+}
+
+// process feeds --input to the input topic and waits until the executors
+// committed all of it, or without --input serves until ctx ends; it returns
+// the input lines read.
+func process(ctx context.Context, o options, stdin io.Reader, s *servers, input *counting, col *collectors, log *slog.Logger) (int64, error) {
+	if o.input == "" {
+		log.Info("No --input: serving until interrupted", "input topic", InputTopic)
+		<-ctx.Done()
+		return 0, nil
+	}
+	read, err := feedInput(ctx, o, stdin, s, input, col)
+	if err != nil {
+		return read, err
+	}
+	return read, waitProcessed(ctx, s.kafka, s.cfg.Kafka.Group, s.partitions)
+}
+
+// feedInput opens --input and feeds it through input (which counts it) to
+// the input topic; lines too large for it go to the collectors.
+func feedInput(ctx context.Context, o options, stdin io.Reader, s *servers, input *counting, col *collectors) (int64, error) {
+	in, closeIn, err := open(o.input, stdin)
+	if err != nil {
+		return 0, err
+	}
+	defer closeIn()
+	if f, ok := in.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			input.size.Store(fi.Size())
+		}
+	}
+	input.r = in
+	limit, _, err := s.kafka.MaxMessageBytes(InputTopic)
+	if err != nil {
+		return 0, err
+	}
+	jsonl, err := codec.New(codec.FormatJSON) // the input's lines
+	if err != nil {
+		return 0, err
+	}
+	return feed(ctx, s.cfg.Kafka.Config, limit, input, jsonl, col.reject)
 }
 
 // ensureTopics creates the topics with the partitions asked for, or takes
@@ -305,25 +367,11 @@ func ensureTopics(client *kafka.Client, partitions int32, log *slog.Logger) (int
 	return have, nil
 }
 
-type counts struct{ in, emitted, unchanged, deadLettered int64 }
-
-// countAll sums the partitions' counters.
-func countAll(parts []*metrics.Partition) counts {
-	var c counts
-	for _, p := range parts {
-		c.in += int64(counterValue(p.In))
-		c.emitted += int64(counterValue(p.Emitted))
-		c.unchanged += int64(counterValue(p.Unchanged))
-		for _, d := range p.DeadLettered {
-			c.deadLettered += int64(counterValue(d))
-		}
-	}
-	return c
-}
-
-func startKafka(o options) (kafka.Config, func(), error) {
+// startKafka starts the embedded Kafka unless --kafka names brokers, and
+// returns the brokers.
+func (s *servers) startKafka(o options) ([]string, error) {
 	if o.kafka != "" {
-		return kafka.Config{Brokers: strings.Split(o.kafka, ",")}, func() {}, nil
+		return strings.Split(o.kafka, ","), nil
 	}
 	opts := []kfake.Opt{kfake.NumBrokers(1)}
 	if o.listen != "" {
@@ -331,49 +379,44 @@ func startKafka(o options) (kafka.Config, func(), error) {
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
-		return kafka.Config{}, nil, fmt.Errorf("start embedded Kafka: %w", err)
+		return nil, fmt.Errorf("start embedded Kafka: %w", err)
 	}
-	return kafka.Config{Brokers: c.ListenAddrs()}, c.Close, nil
+	s.stops = append(s.stops, c.Close)
+	return c.ListenAddrs(), nil
 }
 
-func startRedis(o options) (rueidis.Client, func(), error) {
-	opt := rueidis.ClientOption{InitAddress: []string{o.redis}, DisableCache: true, DisableRetry: true}
-	stop := func() {}
-	if o.redis == "" {
-		m, err := miniredis.Run()
-		if err != nil {
-			return nil, nil, fmt.Errorf("start embedded Redis: %w", err)
-		}
-		// miniredis refuses client tracking and cross-slot checks.
-		opt = rueidis.ClientOption{InitAddress: []string{m.Addr()}, DisableCache: true, DisableRetry: true, ForceSingleClient: true}
-		stop = m.Close
+// startRedis starts the embedded Redis unless --redis names a server, and
+// returns its address.
+func (s *servers) startRedis(o options) (string, error) {
+	if o.redis != "" {
+		return o.redis, nil
 	}
-	c, err := rueidis.NewClient(opt)
+	m, err := miniredis.Run()
 	if err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("connect to Redis: %w", err)
+		return "", fmt.Errorf("start embedded Redis: %w", err)
 	}
-	return c, func() { c.Close(); stop() }, nil
+	s.stops = append(s.stops, m.Close)
+	return m.Addr(), nil
 }
 
 // openStore opens the store local mode keeps states in, and returns the
 // function that closes it (and removes a temporary database).
-func openStore(ctx context.Context, o options) (*store.Store, func(), error) {
+func openStore(ctx context.Context, o options, opts store.Options) (*store.Store, func(), error) {
 	var st *store.Store
 	var err error
 	cleanup := func() {}
 	switch {
 	case o.postgres != "":
-		st, err = store.OpenPostgres(ctx, o.postgres, store.Options{})
+		st, err = store.OpenPostgres(ctx, o.postgres, opts)
 	case o.sqlite != "":
-		st, err = store.OpenSQLite(ctx, o.sqlite, store.Options{})
+		st, err = store.OpenSQLite(ctx, o.sqlite, opts)
 	default:
 		dir, derr := os.MkdirTemp("", "docexec-local-")
 		if derr != nil {
 			return nil, nil, derr
 		}
 		cleanup = func() { os.RemoveAll(dir) }
-		st, err = store.OpenSQLite(ctx, filepath.Join(dir, "states.db"), store.Options{})
+		st, err = store.OpenSQLite(ctx, filepath.Join(dir, "states.db"), opts)
 	}
 	if err == nil {
 		err = st.Migrate(ctx)
@@ -446,16 +489,16 @@ func feed(ctx context.Context, cfg kafka.Config, limit int, in io.Reader, c code
 	}
 }
 
-// waitProcessed waits until every input partition's offset is committed up
-// to its end.
-func waitProcessed(ctx context.Context, client *kafka.Client, partitions int32) error {
+// waitProcessed waits until group committed every input partition up to
+// its end.
+func waitProcessed(ctx context.Context, client *kafka.Client, group string, partitions int32) error {
 	for p := range partitions {
 		end, err := client.Offset(InputTopic, p, kafka.Latest)
 		if err != nil {
 			return err
 		}
 		for {
-			off, _, err := client.Committed(config.Group(pool), InputTopic, p)
+			off, _, err := client.Committed(group, InputTopic, p)
 			if err != nil {
 				return err
 			}
@@ -470,6 +513,96 @@ func waitProcessed(ctx context.Context, client *kafka.Client, partitions int32) 
 		}
 	}
 	return nil
+}
+
+// collectors copy the output and dead-letter topics, from their ends when
+// they start, to --output and --dead-letter.
+type collectors struct {
+	output, deadLetters *collector
+	// rejected counts the input lines dead-lettered before Kafka.
+	rejected   atomic.Int64
+	group      errgroup.Group
+	cancel     context.CancelFunc
+	closeFiles func() error
+}
+
+// startCollecting creates the outputs and starts a collector of each
+// partition of both topics.
+func startCollecting(ctx context.Context, o options, stdout io.Writer, s *servers, log *slog.Logger) (_ *collectors, err error) {
+	out, closeOut, err := create(o.output, stdout)
+	if err != nil {
+		return nil, err
+	}
+	dead, closeDead, err := create(o.deadLetter, nil)
+	if err != nil {
+		closeOut()
+		return nil, err
+	}
+	// They stop when told, not with ctx: what was published is to reach
+	// the outputs.
+	collectCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c := &collectors{
+		output:      &collector{sink: out, line: func(r *kafka.Record) []byte { return r.Value }},
+		deadLetters: &collector{sink: dead, line: deadLetterLine},
+		cancel:      cancel, closeFiles: func() error { return errors.Join(closeOut(), closeDead()) },
+	}
+	defer func() {
+		if err != nil {
+			c.close() //nolint:errcheck // the error is this one
+		}
+	}()
+	for p := range s.partitions {
+		for _, t := range []struct {
+			topic string
+			c     *collector
+		}{{OutputTopic, c.output}, {DeadLetterTopic, c.deadLetters}} {
+			from, err := s.kafka.Offset(t.topic, p, kafka.Latest)
+			if err != nil {
+				return nil, err
+			}
+			r, err := s.kafka.Read(t.topic, p, from)
+			if err != nil {
+				return nil, err
+			}
+			c.group.Go(func() error { defer r.Close(); t.c.run(collectCtx, r, log); return nil })
+		}
+	}
+	return c, nil
+}
+
+// reject dead-letters an input line that never reached Kafka.
+func (c *collectors) reject(line []byte, why string) {
+	c.rejected.Add(1)
+	c.deadLetters.write(deadLetterJSON(why, InputTopic, -1, -1, line), true)
+}
+
+// finish waits until the collectors have seen all the executors published
+// (their final counts), stops them, and reports a failure to write.
+func (c *collectors) finish(final pipeline.Counts) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for c.output.seen.Load() < final.Emitted || c.deadLetters.seen.Load() < final.DeadLettered {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("collected %d states and %d dead letters of %d and %d", c.output.seen.Load(), c.deadLetters.seen.Load(), final.Emitted, final.DeadLettered)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.stop()
+	if err := errors.Join(c.output.err, c.deadLetters.err); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// stop stops the collectors and waits for them.
+func (c *collectors) stop() {
+	c.cancel()
+	c.group.Wait() //nolint:errcheck // collectors return nil
+}
+
+// close stops the collectors, then flushes and closes the outputs.
+func (c *collectors) close() error {
+	c.stop()
+	return c.closeFiles()
 }
 
 // collector writes the messages of some partitions' readers as lines of
@@ -545,12 +678,4 @@ func deadLetterJSON(reason, topic string, partition int, offset int64, line []by
 		Line      string `json:"line"`
 	}{reason, topic, partition, offset, string(line)})
 	return b
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return 0
-	}
-	return m.GetCounter().GetValue()
 }

@@ -120,6 +120,8 @@ type Executor struct {
 	opts  Options
 	deps  Deps
 	ready atomic.Bool
+	// counts add up what the executor did in all its terms, for Counts.
+	counts struct{ in, emitted, unchanged, deadLettered atomic.Int64 }
 	// published is the offset Kafka committed last in this term: recorded
 	// outputs up to it are dropped by the next write.
 	published atomic.Int64
@@ -151,6 +153,55 @@ func New(opts Options, deps Deps) *Executor {
 
 // Ready reports whether the executor is processing its partition.
 func (e *Executor) Ready() bool { return e.ready.Load() }
+
+// Options returns the options the executor runs with, defaults applied.
+func (e *Executor) Options() Options { return e.opts }
+
+// Counts are what an executor did in all its terms, for whoever runs it in
+// the same process to report (docexec local's progress and summary). The
+// Prometheus metrics count the same for observation; nothing reads them
+// back.
+type Counts struct {
+	// In is the input messages processed, Unchanged the updates among them
+	// that changed nothing.
+	In, Unchanged int64
+	// Emitted is the states published (re-emissions after a handover
+	// included), DeadLettered the dead letters published for any reason.
+	Emitted, DeadLettered int64
+}
+
+// Plus returns the sum of c and o: the counts of two executors.
+func (c Counts) Plus(o Counts) Counts {
+	return Counts{In: c.In + o.In, Unchanged: c.Unchanged + o.Unchanged, Emitted: c.Emitted + o.Emitted, DeadLettered: c.DeadLettered + o.DeadLettered}
+}
+
+// Counts returns what the executor did so far; once Run returned, what its
+// terms did.
+func (e *Executor) Counts() Counts {
+	return Counts{In: e.counts.in.Load(), Unchanged: e.counts.unchanged.Load(), Emitted: e.counts.emitted.Load(), DeadLettered: e.counts.deadLettered.Load()}
+}
+
+// countProcessed counts a batch's input messages and its updates that
+// changed nothing, in the metrics and the counts.
+func (e *Executor) countProcessed(in, unchanged int) {
+	e.deps.Metrics.In.Add(float64(in))
+	e.deps.Metrics.Unchanged.Add(float64(unchanged))
+	e.counts.in.Add(int64(in))
+	e.counts.unchanged.Add(int64(unchanged))
+}
+
+// countEmitted counts published states, in the metrics and the counts.
+func (e *Executor) countEmitted(n int) {
+	e.deps.Metrics.Emitted.Add(float64(n))
+	e.counts.emitted.Add(int64(n))
+}
+
+// countDeadLettered counts published dead letters of a reason, in the
+// metrics and the counts.
+func (e *Executor) countDeadLettered(why metrics.DeadLetterReason, n int) {
+	e.deps.Metrics.DeadLettered[why].Add(float64(n))
+	e.counts.deadLettered.Add(int64(n))
+}
 
 // Run is one term of the partition: it claims it and processes it until
 // ctx ends, then finishes the batch in hand, publishes it, syncs, and
@@ -430,9 +481,9 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 		}
 		for _, m := range r.msgs {
 			if m.Topic == o.OutputTopic {
-				d.Metrics.Emitted.Inc()
+				e.countEmitted(1)
 			} else {
-				d.Metrics.DeadLettered[deadLetterReason(m)].Inc()
+				e.countDeadLettered(deadLetterReason(m), 1)
 			}
 		}
 	}
@@ -518,9 +569,9 @@ func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan ba
 		}
 		m.PublishSeconds.Observe(time.Since(started).Seconds())
 		e.published.Store(b.next)
-		m.Emitted.Add(float64(b.emitted))
-		m.DeadLettered[metrics.BadInput].Add(float64(b.badInput))
-		m.DeadLettered[metrics.TooLarge].Add(float64(b.tooLarge))
+		e.countEmitted(b.emitted)
+		e.countDeadLettered(metrics.BadInput, b.badInput)
+		e.countDeadLettered(metrics.TooLarge, b.tooLarge)
 		m.Committed(b.next, b.highWaterMark, b.newest)
 	}
 	return nil
@@ -647,8 +698,7 @@ func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage,
 	}
 	d.Metrics.RedisSeconds.Observe(time.Since(merging).Seconds())
 	failpoint.Hit(failpoint.AfterRedisWrite)
-	d.Metrics.In.Add(float64(len(msgs)))
-	d.Metrics.Unchanged.Add(float64(res.Unchanged))
+	p.countProcessed(len(msgs), res.Unchanged)
 	d.Metrics.ReadThrough.Add(float64(res.ReadThrough))
 	d.Metrics.BatchSeconds.Observe(time.Since(started).Seconds())
 	return b, nil
@@ -799,7 +849,7 @@ func (r *refusedStates) publish(ctx context.Context, d document.Document, why st
 	case <-ctx.Done():
 		return ctx.Err() // the state stays to sync: the next pass tries again
 	}
-	r.deps.Metrics.DeadLettered[metrics.Refused].Inc()
+	r.countDeadLettered(metrics.Refused, 1)
 	return nil
 }
 

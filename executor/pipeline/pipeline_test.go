@@ -54,6 +54,8 @@ type harness struct {
 	// metrics is where the harness's executors count; a fresh registry.
 	metrics    *prometheus.Registry
 	registered *metrics.Metrics
+	// executors are those the harness built, whose counts it adds up.
+	executors []*pipeline.Executor
 }
 
 func newHarness(t *testing.T) *harness {
@@ -103,12 +105,23 @@ func (h *harness) produce(values ...[]byte) {
 // executor returns an executor of the harness's partition.
 func (h *harness) executor() *pipeline.Executor {
 	json, _ := codec.New("json")
-	return pipeline.New(h.opts, pipeline.Deps{
+	e := pipeline.New(h.opts, pipeline.Deps{
 		KafkaConfig: h.cfg, Kafka: h.client, Store: h.storeOrDown(), Codec: json,
 		State:   state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: h.opts.Partition}),
 		Metrics: h.partitionMetrics(),
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+	h.executors = append(h.executors, e)
+	return e
+}
+
+// counts adds up the counts of the harness's executors.
+func (h *harness) counts() pipeline.Counts {
+	var c pipeline.Counts
+	for _, e := range h.executors {
+		c = c.Plus(e.Counts())
+	}
+	return c
 }
 
 // partitionMetrics registers the executor metrics once and returns the
@@ -620,14 +633,37 @@ func TestAStateTooLargeToPublishIsDeadLetteredAndStillStored(t *testing.T) {
 	h.checkStored(final) // the big state is in PostgreSQL, whole
 }
 
-// checkDeadLetters asserts the dead letters counted by reason.
+// checkDeadLetters asserts the dead letters counted by reason in the
+// metrics, and in all in the executors' counts.
 func (h *harness) checkDeadLetters(want map[metrics.DeadLetterReason]float64) {
 	h.t.Helper()
+	var all float64
 	for _, r := range metrics.DeadLetterReasons {
 		if got := testutil.ToFloat64(h.partitionMetrics().DeadLettered[r]); got != want[r] {
 			h.t.Errorf("%v dead letters counted as %s, want %v", got, r, want[r])
 		}
+		all += want[r]
 	}
+	if got := h.counts().DeadLettered; float64(got) != all {
+		h.t.Errorf("the executors count %d dead letters, want %v", got, all)
+	}
+}
+
+// TestCountsSayWhatTheExecutorDid: what an executor reports to whoever runs
+// it (docexec local's summary) is what it read and published.
+func TestCountsSayWhatTheExecutorDid(t *testing.T) {
+	h := newHarness(t)
+	update := []byte(`{"url":"https://a.example/","pubDate":1,"fetchTime":10,"text":"a"}`)
+	h.produce(update, update, // the duplicate changes nothing
+		[]byte(`{"url":"https://a.example/","pubDate":1,"fetchTime":20,"text":"b"}`), []byte(`not json`))
+	h.runToEnd()
+	if got := h.emitted(); len(got) != 2 {
+		t.Fatalf("emitted %v, want the two changes", got)
+	}
+	if got, want := h.counts(), (pipeline.Counts{In: 4, Unchanged: 1, Emitted: 2, DeadLettered: 1}); got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+	h.checkDeadLetters(map[metrics.DeadLetterReason]float64{metrics.BadInput: 1})
 }
 
 func TestABadMessageTooLargeForTheDeadLetterTopicLeavesItsValueOut(t *testing.T) {

@@ -20,8 +20,9 @@ type cached struct {
 	doc document.Document
 	// hasText says that doc.Text is the state's text; a text too large for
 	// its share of the budget is not kept (Redis has it).
-	hasText bool
-	size    int
+	hasText   bool
+	textBytes int // the size of the state's text, kept or not
+	size      int
 }
 
 // entryOverhead is what an entry costs beyond its url and text: the map
@@ -32,27 +33,28 @@ func newCache(budget int) *cache {
 	return &cache{budget: budget, entries: map[string]*list.Element{}, order: list.New()}
 }
 
-// get returns the cached state of url.
-func (c *cache) get(url string) (doc document.Document, hasText, found bool) {
+// get returns the cached state of url and the size of its text.
+func (c *cache) get(url string) (doc document.Document, hasText bool, textBytes int, found bool) {
 	e, ok := c.entries[url]
 	if !ok {
-		return document.Document{}, false, false
+		return document.Document{}, false, 0, false
 	}
 	c.order.MoveToFront(e)
 	v := e.Value.(*cached)
-	return v.doc, v.hasText, true
+	return v.doc, v.hasText, v.textBytes, true
 }
 
 // put keeps d (with its text when hasText and when the text is small
-// enough), evicting the least recently used states beyond the budget.
-func (c *cache) put(d document.Document, hasText bool) {
+// enough) and the size of its text, evicting the least recently used states
+// beyond the budget.
+func (c *cache) put(d document.Document, hasText bool, textBytes int) {
 	if hasText && len(d.Text) > c.budget/16 {
 		hasText = false
 	}
 	if !hasText {
 		d.Text = ""
 	}
-	v := &cached{doc: d, hasText: hasText, size: entryOverhead + len(d.URL) + len(d.Text)}
+	v := &cached{doc: d, hasText: hasText, textBytes: textBytes, size: entryOverhead + len(d.URL) + len(d.Text)}
 	if e, ok := c.entries[d.URL]; ok {
 		c.bytes -= e.Value.(*cached).size
 		e.Value = v

@@ -147,3 +147,37 @@ func TestAClaimBetweenACommitsReadsAndItsWritesFencesIt(t *testing.T) {
 		})
 	}
 }
+
+// TestTheNumbersRecordTheTextSizeAlsoWhenOnlyTheyChange: an older version
+// changes a state's pubDate and firstFetchTime but not its text, which the
+// writer may not hold (a new term's cache is empty); the size the sync
+// bounds its pages by must stay the text's.
+func TestTheNumbersRecordTheTextSizeAlsoWhenOnlyTheyChange(t *testing.T) {
+	ctx := context.Background()
+	c := testenv.Redis(t)
+	s := New(c, Options{Pool: fmt.Sprintf("text-size-%x", rand.Uint64()), Partition: 0})
+	claim, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := document.Document{URL: "u", PubDate: 5, FetchTime: 5, FirstFetchTime: 5, Text: "four"}
+	if _, err := s.Apply(ctx, claim.Epoch, []Update{{Doc: newest, Emit: EmitChanged}}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if claim, err = s.Claim(ctx, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	older := document.Document{URL: "u", PubDate: 1, FetchTime: 1, FirstFetchTime: 1, Text: "a much longer older text"}
+	if _, err := s.Apply(ctx, claim.Epoch, []Update{{Doc: older, Emit: EmitNever}}, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.Do(ctx, c.B().Get().Key(s.numbersKey("u")).Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d document.Document
+	size, err := decodeNumbers("u", raw, &d)
+	if err != nil || size != len("four") || d.FirstFetchTime != 1 || d.FetchTime != 5 {
+		t.Fatalf("numbers %+v, text size %d (%v); want firstFetchTime 1, fetchTime 5 and the 4 bytes of the newest text", d, size, err)
+	}
+}

@@ -74,11 +74,13 @@ type Batch struct {
 type written struct {
 	doc       document.Document
 	writeText bool // else Redis has its text already
+	textBytes int
 }
 
 type known struct {
-	doc     document.Document
-	hasText bool
+	doc       document.Document
+	hasText   bool
+	textBytes int
 }
 
 // Next returns the offset after the batch.
@@ -89,9 +91,12 @@ type work struct {
 	orig    document.Document // as Redis (or PostgreSQL) has it
 	exists  bool
 	hasText bool // orig.Text is the state's text
-	inRedis bool // else read through from PostgreSQL, or new
-	cur     document.Document
-	changed bool
+	// textBytes is the size of orig's text, known also when the text is
+	// not.
+	textBytes int
+	inRedis   bool // else read through from PostgreSQL, or new
+	cur       document.Document
+	changed   bool
 }
 
 // Prepare merges a batch of updates into the partition's states, in the
@@ -119,8 +124,8 @@ func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, nex
 		}
 		w := &work{}
 		urls[u.Doc.URL] = w
-		if doc, hasText, found := s.cache.get(u.Doc.URL); found {
-			w.orig, w.exists, w.hasText, w.inRedis = doc, true, hasText, true
+		if doc, hasText, textBytes, found := s.cache.get(u.Doc.URL); found {
+			w.orig, w.exists, w.hasText, w.inRedis, w.textBytes = doc, true, hasText, true, textBytes
 			continue
 		}
 		missing = append(missing, u.Doc.URL)
@@ -168,13 +173,13 @@ func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, nex
 			// Redis has the text unless the state is new to it or its
 			// newest version changed (a tie broken by the text included).
 			writeText := !w.inRedis || w.cur.FetchTime != w.orig.FetchTime || (w.hasText && w.cur.Text != w.orig.Text)
-			b.writes = append(b.writes, written{doc: w.cur, writeText: writeText})
+			b.writes = append(b.writes, written{doc: w.cur, writeText: writeText, textBytes: w.curTextBytes()})
 		case w.exists && !w.inRedis:
 			b.cached = append(b.cached, w.cur)
 		case !w.exists:
 			continue // never existed, still does not (no update of it merged)
 		}
-		b.known = append(b.known, known{doc: w.cur, hasText: w.textKnown()})
+		b.known = append(b.known, known{doc: w.cur, hasText: w.textKnown(), textBytes: w.curTextBytes()})
 	}
 	return b, nil
 }
@@ -182,6 +187,14 @@ func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, nex
 // textKnown says whether w.cur.Text is the state's text.
 func (w *work) textKnown() bool {
 	return w.hasText || !w.inRedis || w.cur.FetchTime != w.orig.FetchTime
+}
+
+// curTextBytes is the size of w.cur's text.
+func (w *work) curTextBytes() int {
+	if w.textKnown() {
+		return len(w.cur.Text)
+	}
+	return w.textBytes // Redis's text, unchanged
 }
 
 // readNumbers reads the numbers of urls the cache lacks from Redis (one
@@ -206,7 +219,7 @@ func (s *State) readNumbers(ctx context.Context, urls map[string]*work, missing 
 		w := urls[missing[i]]
 		w.orig.URL = missing[i]
 		if err == nil {
-			err = decodeNumbers(missing[i], raw, &w.orig)
+			w.textBytes, err = decodeNumbers(missing[i], raw, &w.orig)
 		}
 		if err != nil {
 			return fmt.Errorf("state: read state of %q: %w", missing[i], err)
@@ -224,7 +237,7 @@ func (s *State) readThrough(ctx context.Context, urls map[string]*work, absent [
 	}
 	for url, d := range found {
 		if w, ok := urls[url]; ok {
-			w.orig, w.exists, w.hasText = d, true, true
+			w.orig, w.exists, w.hasText, w.textBytes = d, true, true, len(d.Text)
 		}
 	}
 	return nil
@@ -284,7 +297,7 @@ func (s *State) readTexts(ctx context.Context, urls map[string]*work, updates []
 			return fmt.Errorf("state: the text of %q is neither in Redis nor in PostgreSQL", url)
 		}
 		w := urls[url]
-		w.orig, w.inRedis = d, false // cached again with its text
+		w.orig, w.inRedis, w.textBytes = d, false, len(d.Text) // cached again with its text
 	}
 	return nil
 }

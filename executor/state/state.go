@@ -13,8 +13,8 @@
 //
 // Keys carry a hash tag per pool and partition, dx:{pool/7}:..., so that one
 // partition's keys share a Redis Cluster slot and multi-key scripts work
-// there. A state is two keys: m:<url>, its three numbers (24 bytes), and
-// t:<url>, its text. Redis must not evict keys without a TTL: dirty states
+// there. A state is two keys: m:<url>, its three numbers and the size of
+// its text (32 bytes), and t:<url>, its text. Redis must not evict keys without a TTL: dirty states
 // exist nowhere else.
 package state
 
@@ -40,7 +40,7 @@ var ErrEvicting = errors.New("state: Redis may evict keys")
 
 // format is the layout of a partition's keys; a claim that finds another
 // forgets the partition's states (they are read from PostgreSQL again).
-const format = "2"
+const format = "3"
 
 var (
 	//go:embed fence.lua
@@ -209,27 +209,32 @@ func (s *State) partitionCount(ctx context.Context) (string, error) {
 	return strconv.Itoa(int(n)), nil
 }
 
-// numbersSize is the size of a state's numbers in Redis.
-const numbersSize = 24
+// numbersSize is the size of a state's numbers in Redis: pubDate,
+// fetchTime, firstFetchTime and the size of its text, which the sync reads
+// to bound a page's bytes before it reads any text.
+const numbersSize = 32
 
-// encodeNumbers writes pubDate, fetchTime and firstFetchTime big-endian.
-func encodeNumbers(d document.Document) string {
+// encodeNumbers writes d's pubDate, fetchTime and firstFetchTime and the
+// size of its text, big-endian.
+func encodeNumbers(d document.Document, textBytes int) string {
 	var b [numbersSize]byte
 	binary.BigEndian.PutUint64(b[0:], d.PubDate)
 	binary.BigEndian.PutUint64(b[8:], d.FetchTime)
 	binary.BigEndian.PutUint64(b[16:], d.FirstFetchTime)
+	binary.BigEndian.PutUint64(b[24:], uint64(textBytes))
 	return string(b[:])
 }
 
-// decodeNumbers reads what encodeNumbers wrote into d.
-func decodeNumbers(url, v string, d *document.Document) error {
+// decodeNumbers reads what encodeNumbers wrote into d and returns the size
+// of its text.
+func decodeNumbers(url, v string, d *document.Document) (textBytes int, err error) {
 	if len(v) != numbersSize {
-		return fmt.Errorf("stored state of %q: %d bytes of numbers, want %d", url, len(v), numbersSize)
+		return 0, fmt.Errorf("stored state of %q: %d bytes of numbers, want %d", url, len(v), numbersSize)
 	}
 	d.PubDate = binary.BigEndian.Uint64([]byte(v[0:8]))
 	d.FetchTime = binary.BigEndian.Uint64([]byte(v[8:16]))
 	d.FirstFetchTime = binary.BigEndian.Uint64([]byte(v[16:24]))
-	return nil
+	return int(binary.BigEndian.Uint64([]byte(v[24:32]))), nil
 }
 
 // classify turns the scripts' error replies into fencing.ErrFenced,

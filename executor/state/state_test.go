@@ -355,7 +355,7 @@ func TestAWipedPartitionIsReportedLostAndReclaimedAboveTheFloor(t *testing.T) {
 		testenv.WipePool(t, c, pool)
 		for name, call := range map[string]func() error{
 			"begin sync": func() error { _, _, _, err := s.BeginSync(ctx, epoch); return err },
-			"sync page":  func() error { _, _, err := s.SyncPage(ctx, epoch, 10, 0); return err },
+			"sync page":  func() error { _, _, err := s.SyncPages(epoch).Next(ctx, 10, 0); return err },
 			"mark clean": func() error { return s.MarkClean(ctx, epoch, []document.Document{{URL: "u"}}) },
 		} {
 			if err := call(); !errors.Is(err, fencing.ErrLost) {
@@ -404,7 +404,7 @@ func TestASyncPassTakesEveryChangeBeforeItAndNoneAfter(t *testing.T) {
 		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "b", FetchTime: 2}), 3, nil); err != nil {
 			t.Fatal(err)
 		}
-		page, last, err := s.SyncPage(ctx, epoch, 10, 0)
+		page, last, err := s.SyncPages(epoch).Next(ctx, 10, 0)
 		if err != nil || !last || len(page) != 2 {
 			t.Fatalf("page %+v (last %v), %v; want both urls", page, last, err)
 		}
@@ -416,7 +416,7 @@ func TestASyncPassTakesEveryChangeBeforeItAndNoneAfter(t *testing.T) {
 		if err != nil || applied != 3 || pending != 1 {
 			t.Fatalf("next pass: applied %d, pending %d, %v; want 3 and b", applied, pending, err)
 		}
-		page, last, err = s.SyncPage(ctx, epoch, 10, 0)
+		page, last, err = s.SyncPages(epoch).Next(ctx, 10, 0)
 		if err != nil || !last || len(page) != 1 || page[0].URL != "b" || page[0].FetchTime != 2 {
 			t.Fatalf("page %+v, %v; want b at fetchTime 2", page, err)
 		}
@@ -439,8 +439,43 @@ func TestADirtyStateEvictedStopsTheSync(t *testing.T) {
 		if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:t:u", pool)).Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
-		if page, _, err := s.SyncPage(ctx, epoch, 10, 0); !errors.Is(err, fencing.ErrLost) {
+		if page, _, err := s.SyncPages(epoch).Next(ctx, 10, 0); !errors.Is(err, fencing.ErrLost) {
 			t.Fatalf("got %+v, %v; want ErrLost", page, err)
+		}
+	})
+}
+
+// TestThePagesOfAPassHoldEachUrlOnce: the sync reads the next page while
+// PostgreSQL stores the last, whose urls are still set aside.
+func TestThePagesOfAPassHoldEachUrlOnce(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch, _ := fresh(t, c, true)
+		var docs []document.Document
+		for i := range 5 {
+			docs = append(docs, document.Document{URL: fmt.Sprint(i), FetchTime: 1, Text: "x"})
+		}
+		if _, err := s.Apply(ctx, epoch, changed(docs...), 5, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
+			t.Fatal(err)
+		}
+		pages := s.SyncPages(epoch)
+		first, last, err := pages.Next(ctx, 3, 0)
+		if err != nil || last || len(first) != 3 {
+			t.Fatalf("page %+v (last %v), %v; want 3 of 5", first, last, err)
+		}
+		second, last, err := pages.Next(ctx, 3, 0)
+		if err != nil || !last || len(second) != 2 {
+			t.Fatalf("page %+v (last %v), %v; want the other 2, and the last", second, last, err)
+		}
+		seen := map[string]bool{}
+		for _, d := range append(first, second...) {
+			if seen[d.URL] {
+				t.Fatalf("%s is in both pages", d.URL)
+			}
+			seen[d.URL] = true
 		}
 	})
 }
@@ -459,16 +494,16 @@ func TestAFailedPassLeavesItsUrlsForTheNext(t *testing.T) {
 		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
 			t.Fatal(err)
 		}
-		page, last, err := s.SyncPage(ctx, epoch, 2, 0)
+		page, last, err := s.SyncPages(epoch).Next(ctx, 2, 0)
 		if err != nil || last || len(page) != 2 {
 			t.Fatalf("page %+v (last %v), %v; want 2 of 5", page, last, err)
 		}
 		// A byte bound ends a page with the state that reaches it: the
 		// first text (2 bytes) reaches 1 byte, two of them 3.
-		if bounded, last, err := s.SyncPage(ctx, epoch, 3, 1); err != nil || last || len(bounded) != 1 {
+		if bounded, last, err := s.SyncPages(epoch).Next(ctx, 3, 1); err != nil || last || len(bounded) != 1 {
 			t.Fatalf("page %+v (last %v), %v; want 1 of 3 under a bound of 1 byte", bounded, last, err)
 		}
-		if bounded, last, err := s.SyncPage(ctx, epoch, 3, 3); err != nil || last || len(bounded) != 2 {
+		if bounded, last, err := s.SyncPages(epoch).Next(ctx, 3, 3); err != nil || last || len(bounded) != 2 {
 			t.Fatalf("page %+v (last %v), %v; want 2 of 3 under a bound of 3 bytes", bounded, last, err)
 		}
 		if err := s.MarkClean(ctx, epoch, page); err != nil {
@@ -497,7 +532,7 @@ func TestAFencedSyncerCannotMarkClean(t *testing.T) {
 		if _, _, _, err := s.BeginSync(ctx, old); err != nil {
 			t.Fatal(err)
 		}
-		page, _, err := s.SyncPage(ctx, old, 10, 0)
+		page, _, err := s.SyncPages(old).Next(ctx, 10, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -545,7 +580,7 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 	if _, _, _, err := s.BeginSync(ctx, claim.Epoch); err != nil {
 		t.Fatal(err)
 	}
-	page, _, err := s.SyncPage(ctx, claim.Epoch, 10, 0)
+	page, _, err := s.SyncPages(claim.Epoch).Next(ctx, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

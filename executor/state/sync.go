@@ -37,88 +37,124 @@ func (s *State) BeginSync(ctx context.Context, epoch uint64) (applied int64, has
 	return applied, hasApplied, pending, nil
 }
 
-// SyncPage returns the states of up to limit urls set aside by BeginSync,
-// fewer once their texts reach maxBytes (0: no bound; the state that
-// crosses it is included); last says that no others are left. The texts'
-// sizes are read first, so that a page of large documents never travels.
-func (s *State) SyncPage(ctx context.Context, epoch uint64, limit, maxBytes int) (states []document.Document, last bool, err error) {
-	urls, err := s.client.Do(ctx, s.client.B().Srandmember().Key(s.syncingKey).Count(int64(limit)).Build()).AsStrSlice()
-	if err != nil {
-		return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
+// SyncPages reads the states that BeginSync set aside, page by page, for
+// one pass. Pages are read in turn, but the next may be read while the last
+// is being saved: a page's urls stay set aside until marked clean, and the
+// pages walk the set (SSCAN) instead of sampling it.
+type SyncPages struct {
+	s      *State
+	epoch  uint64
+	cursor uint64
+	walked bool     // the walk started and, at cursor 0 again, ended
+	urls   []string // walked, not yet returned
+}
+
+// SyncPages starts reading the states set aside for the pass of epoch.
+func (s *State) SyncPages(epoch uint64) *SyncPages { return &SyncPages{s: s, epoch: epoch} }
+
+// Next returns the states of up to limit urls, fewer once their texts reach
+// maxBytes (0: no bound; the state that crosses it is included); last says
+// that no others are left. The texts' sizes are read first, so that a page
+// of large documents never travels.
+func (p *SyncPages) Next(ctx context.Context, limit, maxBytes int) (states []document.Document, last bool, err error) {
+	s := p.s
+	for len(p.urls) < limit && !(p.walked && p.cursor == 0) {
+		entry, err := s.client.Do(ctx, s.client.B().Sscan().Key(s.syncingKey).Cursor(p.cursor).Count(int64(limit)).Build()).AsScanEntry()
+		if err != nil {
+			return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
+		}
+		p.urls = append(p.urls, entry.Elements...)
+		p.cursor, p.walked = entry.Cursor, true
 	}
+	urls := p.urls[:min(limit, len(p.urls))]
 	if maxBytes > 0 && len(urls) > 1 {
 		if urls, err = s.withinBytes(ctx, urls, maxBytes); err != nil {
 			return nil, false, err
 		}
 	}
+	if states, err = s.read(ctx, p.epoch, urls); err != nil {
+		return nil, false, err
+	}
+	p.urls = p.urls[len(urls):]
+	return states, p.cursor == 0 && len(p.urls) == 0, nil
+}
+
+// read returns the states of urls, read with the epoch in one step, so that
+// a wiped or lost partition cannot pass for a synced one.
+func (s *State) read(ctx context.Context, epoch uint64, urls []string) ([]document.Document, error) {
+	if len(urls) == 0 {
+		_, err := s.fencedRead(ctx, "read states to sync", epoch, nil)
+		return nil, err
+	}
 	numbers, texts := make([]string, len(urls)), make([]string, len(urls))
 	for i, url := range urls {
 		numbers[i], texts[i] = s.numbersKey(url), s.textKey(url)
 	}
-	read := rueidis.Commands{s.client.B().Scard().Key(s.syncingKey).Build()}
-	if len(urls) > 0 {
-		read = append(read, s.client.B().Mget().Key(numbers...).Build(), s.client.B().Mget().Key(texts...).Build())
-	}
-	// Read with the epoch, in one step, so that a wiped or lost partition
-	// cannot pass for a synced one.
-	res, err := s.fencedRead(ctx, "read states to sync", epoch, read)
+	res, err := s.fencedRead(ctx, "read states to sync", epoch,
+		rueidis.Commands{s.client.B().Mget().Key(numbers...).Build(), s.client.B().Mget().Key(texts...).Build()})
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	left, err := res[0].AsInt64()
-	if err != nil {
-		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %w", s.opts.Partition, err)
-	}
-	if len(urls) == 0 {
-		return nil, left == 0, nil
-	}
-	numberValues, err1 := res[1].ToArray()
-	textValues, err2 := res[2].ToArray()
+	numberValues, err1 := res[0].ToArray()
+	textValues, err2 := res[1].ToArray()
 	if err1 != nil || err2 != nil || len(numberValues) != len(urls) || len(textValues) != len(urls) {
-		return nil, false, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
+		return nil, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
 			s.opts.Partition, len(numberValues), len(textValues), len(urls), err1, err2)
 	}
-	states = make([]document.Document, len(urls))
+	states := make([]document.Document, len(urls))
 	for i, url := range urls {
 		n, err1 := numberValues[i].ToString()
 		t, err2 := textValues[i].ToString()
 		if rueidis.IsRedisNil(err1) || rueidis.IsRedisNil(err2) {
 			// Dirty states never expire: only eviction removes one.
-			return nil, false, fmt.Errorf("state: read states to sync of partition %d: %w: the state of %q is missing (evicted? docexec needs a maxmemory-policy that keeps keys without a TTL)",
+			return nil, fmt.Errorf("state: read states to sync of partition %d: %w: the state of %q is missing (evicted? docexec needs a maxmemory-policy that keeps keys without a TTL)",
 				s.opts.Partition, fencing.ErrLost, url)
 		}
 		if err := errors.Join(err1, err2); err != nil {
-			return nil, false, fmt.Errorf("state: read the state of %q: %w", url, err)
+			return nil, fmt.Errorf("state: read the state of %q: %w", url, err)
 		}
 		states[i] = document.Document{URL: url, Text: t}
-		if err := decodeNumbers(url, n, &states[i]); err != nil {
-			return nil, false, fmt.Errorf("state: %w", err)
+		if _, err := decodeNumbers(url, n, &states[i]); err != nil {
+			return nil, fmt.Errorf("state: %w", err)
 		}
 	}
-	return states, left <= int64(len(urls)), nil
+	return states, nil
 }
 
 // withinBytes returns the first urls whose texts reach maxBytes (the one
-// that crosses it included).
+// that crosses it included), from the sizes their numbers record. A state
+// missing here counts nothing: the read that follows finds it missing.
 func (s *State) withinBytes(ctx context.Context, urls []string, maxBytes int) ([]string, error) {
-	sizes := make(rueidis.Commands, len(urls))
+	keys := make([]string, len(urls))
 	for i, url := range urls {
-		sizes[i] = s.client.B().Strlen().Key(s.textKey(url)).Build()
+		keys[i] = s.numbersKey(url)
+	}
+	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("state: size the texts to sync of partition %d: %w", s.opts.Partition, err)
 	}
 	bytes := 0
-	for i, r := range s.client.DoMulti(ctx, sizes...) {
-		n, err := r.AsInt64()
+	for i, v := range vals {
+		raw, err := v.ToString()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		var d document.Document
+		n := 0
+		if err == nil {
+			n, err = decodeNumbers(urls[i], raw, &d)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("state: size the texts to sync of partition %d: %w", s.opts.Partition, err)
 		}
-		if bytes += int(n); bytes >= maxBytes {
+		if bytes += n; bytes >= maxBytes {
 			return urls[:i+1], nil
 		}
 	}
 	return urls, nil
 }
 
-// MarkClean ends the sync of states that SyncPage returned and PostgreSQL
+// MarkClean ends the sync of states that SyncPages returned and PostgreSQL
 // now holds. With a CleanTTL they may expire, unless changed since.
 func (s *State) MarkClean(ctx context.Context, epoch uint64, states []document.Document) error {
 	return s.endSync(ctx, epoch, states, s.opts.CleanTTL)
@@ -234,7 +270,7 @@ func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Do
 			return nil, fmt.Errorf("state: read state of %q: %v, %v", url, err, err2)
 		}
 		d := document.Document{URL: url, Text: text}
-		if err := decodeNumbers(url, numbers, &d); err != nil {
+		if _, err := decodeNumbers(url, numbers, &d); err != nil {
 			return nil, fmt.Errorf("state: %w", err)
 		}
 		out[url] = d

@@ -39,7 +39,7 @@ func (s *State) Commit(ctx context.Context, b *Batch) error {
 		s.completeFor = "" // the write voided it for good
 	}
 	for _, k := range b.known {
-		s.cache.put(k.doc, k.hasText)
+		s.cache.put(k.doc, k.hasText, k.textBytes)
 	}
 	return nil
 }
@@ -77,7 +77,7 @@ func (s *State) batchWrites(rb rueidis.Builder, b *Batch, read []rueidis.RedisRe
 	pairs := 0
 	urls := make([]string, 0, len(b.writes))
 	for _, w := range b.writes {
-		values = values.KeyValue(s.numbersKey(w.doc.URL), encodeNumbers(w.doc))
+		values = values.KeyValue(s.numbersKey(w.doc.URL), encodeNumbers(w.doc, w.textBytes))
 		pairs++
 		if w.writeText {
 			values = values.KeyValue(s.textKey(w.doc.URL), w.doc.Text)
@@ -90,11 +90,11 @@ func (s *State) batchWrites(rb rueidis.Builder, b *Batch, read []rueidis.RedisRe
 	// States read from PostgreSQL and left unchanged are cached clean.
 	for _, d := range b.cached {
 		if ttl > 0 {
-			cmds = append(cmds, rb.Set().Key(s.numbersKey(d.URL)).Value(encodeNumbers(d)).ExSeconds(ttl).Build(),
+			cmds = append(cmds, rb.Set().Key(s.numbersKey(d.URL)).Value(encodeNumbers(d, len(d.Text))).ExSeconds(ttl).Build(),
 				rb.Set().Key(s.textKey(d.URL)).Value(d.Text).ExSeconds(ttl).Build())
 			continue
 		}
-		values = values.KeyValue(s.numbersKey(d.URL), encodeNumbers(d)).KeyValue(s.textKey(d.URL), d.Text)
+		values = values.KeyValue(s.numbersKey(d.URL), encodeNumbers(d, len(d.Text))).KeyValue(s.textKey(d.URL), d.Text)
 		pairs += 2
 	}
 	if pairs > 0 {

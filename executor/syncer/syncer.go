@@ -75,7 +75,8 @@ type Syncer struct {
 }
 
 // Pass syncs everything that changed up to now and advances the watermark.
-// It returns how many states it wrote.
+// It returns how many states it wrote. While PostgreSQL stores a page, the
+// next one is read from Redis.
 func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	started := time.Now()
 	defer s.updateLag(ctx)
@@ -84,11 +85,9 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 		return 0, err
 	}
 	rows := 0
-	for {
-		page, last, err := s.State.SyncPage(ctx, epoch, s.nextPageStates(), PageBytes)
-		if err != nil {
-			return rows, err
-		}
+	pages := s.State.SyncPages(epoch)
+	page, last, err := pages.Next(ctx, s.nextPageStates(), PageBytes)
+	for err == nil {
 		s.sized(page)
 		var mark *store.Watermark
 		if last && (len(page) > 0 || !s.hasSynced || s.synced != applied) {
@@ -97,7 +96,15 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 		if len(page) == 0 && mark == nil {
 			break
 		}
-		saved, err := s.save(ctx, epoch, page, mark)
+		saving := make(chan error, 1)
+		go func() { saving <- s.Store.Save(ctx, page, mark) }()
+		var next []document.Document
+		var nextLast bool
+		var nextErr error
+		if !last {
+			next, nextLast, nextErr = pages.Next(ctx, s.nextPageStates(), PageBytes)
+		}
+		saved, err := s.saved(ctx, epoch, page, mark, <-saving)
 		if err != nil {
 			return rows, err
 		}
@@ -108,6 +115,10 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 		if last {
 			break
 		}
+		page, last, err = next, nextLast, nextErr
+	}
+	if err != nil {
+		return rows, err
 	}
 	s.Metrics.SyncSeconds.Observe(time.Since(started).Seconds())
 	return rows, nil
@@ -137,12 +148,12 @@ func (s *Syncer) sized(page []document.Document) {
 	}
 }
 
-// save stores a page and the watermark in one transaction. When PostgreSQL
-// refuses rows of it, they are found by halving the page, reported and set
-// aside, and the rest is stored: one bad row must not hold the partition's
-// sync (and its watermark) back for good. It returns how many it stored.
-func (s *Syncer) save(ctx context.Context, epoch uint64, page []document.Document, mark *store.Watermark) (int, error) {
-	err := s.Store.Save(ctx, page, mark)
+// saved ends the save of a page and the watermark in one transaction,
+// which returned err: when PostgreSQL refused rows of it, they are found by
+// halving the page, reported and set aside, and the rest is stored (one bad
+// row must not hold the partition's sync, and its watermark, back for
+// good); the stored states are marked clean. It returns how many it stored.
+func (s *Syncer) saved(ctx context.Context, epoch uint64, page []document.Document, mark *store.Watermark, err error) (int, error) {
 	refused := []refusedState(nil)
 	if store.Refused(err) {
 		if refused, err = s.isolate(ctx, page); err == nil && mark != nil {

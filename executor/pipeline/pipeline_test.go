@@ -8,7 +8,6 @@ import (
 
 	"context"
 	"fmt"
-	"github.com/IBM/sarama"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -406,7 +405,7 @@ func TestAppliedButUnpublishedUpdatesArePublishedAgain(t *testing.T) {
 			h.runToEnd()
 			// As if the last transactions never committed: the group is
 			// behind what was applied (and, gracefully stopped, synced).
-			commitOffset(t, h.cfg, 200)
+			testenv.CommitOffset(t, h.cfg.Brokers, "g", "in", 0, 200)
 			if c.redisLost {
 				testenv.WipePool(t, h.redis, h.opts.Pool)
 			}
@@ -488,30 +487,6 @@ func firstFetchTime(t *testing.T, v []byte) uint64 {
 		t.Fatalf("output %q: %v", v, err)
 	}
 	return s.FirstFetchTime
-}
-
-// commitOffset moves group g's offset of in/0, as a crash between apply and
-// publish would leave it.
-func commitOffset(t *testing.T, cfg kafka.Config, offset int64) {
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V2_8_0_0
-	client, err := sarama.NewClient(cfg.Brokers, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	om, err := sarama.NewOffsetManagerFromClient("g", client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pom, err := om.ManagePartition("in", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pom.ResetOffset(offset, "")
-	om.Commit()
-	pom.Close()
-	om.Close()
 }
 
 // A partition that never ran may still meet urls with history: a grown

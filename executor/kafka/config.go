@@ -108,8 +108,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// sarama returns the sarama settings shared by readers and writers.
+// ErrInvalidConfig marks settings refused where a client, reader or writer
+// is built, before any connection: they would fail later, less clearly.
+var ErrInvalidConfig = errors.New("kafka: invalid configuration")
+
+// sarama returns the sarama settings shared by readers and writers, after
+// validating c: every client, producer and writer is built through it.
 func (c Config) sarama() (*sarama.Config, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
 	sc := sarama.NewConfig()
 	version := c.Version
 	if version == "" {

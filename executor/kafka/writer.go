@@ -45,6 +45,18 @@ type WriterOptions struct {
 	Failing func(error)
 }
 
+func (o WriterOptions) validate() error {
+	switch {
+	case o.TransactionalID == "":
+		return errors.New("a transactional id is required: it fences the partition's older writers")
+	case o.Group == "":
+		return errors.New("a consumer group is required: the transactions commit its offsets")
+	case o.InputTopic == "":
+		return errors.New("an input topic is required: the committed offsets are of its partition")
+	}
+	return nil
+}
+
 // TransactionalID returns the transactional id of a pool's partition.
 func TransactionalID(pool, inputTopic string, partition int32) string {
 	return fmt.Sprintf("docexec-%s-%s-%d", pool, inputTopic, partition)
@@ -71,6 +83,9 @@ func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
 	}
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("%w: writer %s: %w", ErrInvalidConfig, opts.TransactionalID, err)
 	}
 	w := &Writer{cfg: cfg, opts: opts}
 	if err := w.open(); err != nil {

@@ -519,7 +519,7 @@ func TestStatusShowsTheLagReadFromKafka(t *testing.T) {
 	for i := range msgs {
 		msgs[i] = kafka.Message{Topic: "updates", Key: []byte("same key"), Value: []byte("x")}
 	}
-	if err := producer.Send(msgs); err != nil {
+	if err := producer.Send(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 	client, err := kafka.Connect(kafka.Config{Brokers: brokers})

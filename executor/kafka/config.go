@@ -1,7 +1,13 @@
 // Package kafka is the executor's Kafka side, on IBM/sarama: read one
-// partition from an offset, and publish a batch's states, dead letters and
-// consumer offset in one transaction whose id belongs to the pool and
-// partition, so that a newer executor's producer fences any older one.
+// partition from an offset in batches, and publish a batch's states, dead
+// letters and consumer offset in one transaction whose id belongs to the
+// pool and partition, so that a newer executor's producer fences any older
+// one.
+//
+// sarama stays inside: records, headers and messages are this package's
+// own types, sharing their bytes with sarama's rather than copying them,
+// and every setting is checked where a client, reader or writer is built
+// (ErrInvalidConfig).
 package kafka
 
 import (

@@ -129,7 +129,43 @@ type Message struct {
 	Partition int32
 	Key       []byte
 	Value     []byte
-	Headers   []sarama.RecordHeader
+	Headers   []Header
+}
+
+// producerMessages returns msgs as sarama sends them: their byte slices
+// are shared, not copied, and the records and headers of the whole batch
+// take one allocation each.
+func producerMessages(msgs []Message) []*sarama.ProducerMessage {
+	headers := 0
+	for _, m := range msgs {
+		headers += len(m.Headers)
+	}
+	values := make([]sarama.ProducerMessage, len(msgs))
+	records := make([]*sarama.ProducerMessage, len(msgs))
+	hs := make([]sarama.RecordHeader, 0, headers)
+	for i, m := range msgs {
+		hs = toSarama(m, &values[i], hs)
+		records[i] = &values[i]
+	}
+	return records
+}
+
+// toSarama fills pm with m, appending m's headers to hs for pm to share;
+// it returns hs.
+func toSarama(m Message, pm *sarama.ProducerMessage, hs []sarama.RecordHeader) []sarama.RecordHeader {
+	pm.Topic, pm.Partition, pm.Value = m.Topic, m.Partition, sarama.ByteEncoder(m.Value)
+	// A nil key stays nil: a hashing partitioner spreads keyless records.
+	if m.Key != nil {
+		pm.Key = sarama.ByteEncoder(m.Key)
+	}
+	if len(m.Headers) > 0 {
+		start := len(hs)
+		for _, h := range m.Headers {
+			hs = append(hs, sarama.RecordHeader(h))
+		}
+		pm.Headers = hs[start:len(hs):len(hs)]
+	}
+	return hs
 }
 
 // Publish sends msgs and commits the group's offset next for the input
@@ -189,11 +225,7 @@ func (w *Writer) publishOnce(msgs []Message, next int64) error {
 		return fmt.Errorf("kafka: begin transaction: %w", classify(err))
 	}
 	// Fresh records each try: sarama keeps per-send state in them.
-	records := make([]*sarama.ProducerMessage, len(msgs))
-	for i, m := range msgs {
-		records[i] = &sarama.ProducerMessage{Topic: m.Topic, Partition: m.Partition,
-			Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
-	}
+	records := producerMessages(msgs)
 	if len(records) > 0 {
 		if err := w.producer.SendMessages(records); err != nil {
 			return fmt.Errorf("kafka: send %d messages: %w", len(records), classify(err))

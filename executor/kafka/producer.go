@@ -17,7 +17,7 @@ type Producer struct {
 	client   sarama.Client
 	producer sarama.SyncProducer
 	budget   int
-	sending  sync.WaitGroup // sends that ctx gave up on, ended by Close
+	sending  sync.WaitGroup // sends that ctx gave up on, which Close waits for
 }
 
 // NewProducer opens an idempotent producer, partitioning by key, to topics
@@ -56,9 +56,9 @@ func (p *Producer) Fits(m Message) bool { return RecordBytes(m) <= p.budget }
 func (p *Producer) Budget() int { return p.budget }
 
 // Send writes msgs and waits until all are acknowledged, or until ctx
-// ends: then it returns at once, and the send goes on until it ends or
-// Close cuts it short (the byte slices of msgs must stay unchanged until
-// then; msgs itself may be reused).
+// ends: then it returns at once, and the send goes on; Close waits for it
+// (the byte slices of msgs must stay unchanged until then; msgs itself may
+// be reused).
 func (p *Producer) Send(ctx context.Context, msgs []Message) error {
 	records := producerMessages(msgs)
 	sent := make(chan error, 1)
@@ -75,7 +75,8 @@ func (p *Producer) Send(ctx context.Context, msgs []Message) error {
 	}
 }
 
-// Close closes the producer and waits for the sends it cut short.
+// Close closes the producer, which first finishes the sends in flight,
+// and waits for those that Send gave up on to return.
 func (p *Producer) Close() error {
 	err := errors.Join(p.producer.Close(), p.client.Close())
 	p.sending.Wait()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/internal/testenv"
 )
@@ -114,5 +116,41 @@ func TestAReaderOfEmptyBatchesIsRefused(t *testing.T) {
 	defer client.Close()
 	if _, err := client.Read(kafka.ReadOptions{Topic: "in"}); !errors.Is(err, kafka.ErrInvalidConfig) || !strings.Contains(err.Error(), "MaxRecords") {
 		t.Errorf("a reader of batches of no records: %v", err)
+	}
+}
+
+// TestASendGivenUpOnGoesOnUntilClose holds the broker's answer to a
+// produce request until the sender's context ended: Send returns then,
+// and Close waits for the send, which lands.
+func TestASendGivenUpOnGoesOnUntilClose(t *testing.T) {
+	cluster := testenv.KafkaCluster(t, 1, "in")
+	cfg := kafka.Config{Brokers: cluster.ListenAddrs()}
+	p, err := kafka.NewPartitionProducer(cfg, kafka.DefaultMaxMessageBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.DropControl()
+		close(held)
+		cluster.SleepControl(func() { <-release })
+		return nil, nil, false // then answered as usual
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-held; cancel() }()
+	if err := p.Send(ctx, []kafka.Message{{Topic: "in", Value: []byte("late")}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a send whose context ended: %v", err)
+	}
+	close(release)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	client, err := kafka.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if m := read(t, client, "in", 0, 0, 1)[0]; string(m.Value) != "late" {
+		t.Fatalf("read %q, want the send given up on", m.Value)
 	}
 }

@@ -812,9 +812,9 @@ func (r *refusedStates) publish(ctx context.Context, d document.Document, why st
 			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(r.opts.Partition)))},
 		},
 	}, r.budget)
-	// The sync's context bounds the send (by the shutdown timeout at the
-	// last sync): a send it gives up on ends at the producer's close, and
-	// the state stays to sync, so the next pass tries again.
+	// The sync's context bounds the wait (by the shutdown timeout at the
+	// last sync): the state of a send it gives up on stays to sync, so the
+	// next pass tries again.
 	if err := r.producer.Send(ctx, []kafka.Message{dl}); err != nil {
 		return err
 	}

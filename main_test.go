@@ -74,7 +74,7 @@ func TestTheExecutorProcessServesAndStopsCleanlyOnSIGTERM(t *testing.T) {
 		msgs = append(msgs, kafka.Message{Topic: "in", Value: fmt.Appendf(nil, `{"url":"u%d","pubDate":1,"fetchTime":%d}`, i%10, i)})
 	}
 	msgs = append(msgs, kafka.Message{Topic: "in", Value: []byte("bad")})
-	if err := producer.Send(msgs); err != nil {
+	if err := producer.Send(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 	label := fmt.Sprintf(`{partition="0",pool=%q}`, pool)

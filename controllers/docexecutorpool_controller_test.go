@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -414,16 +413,7 @@ func TestUnsetPartitionsFollowTheTopicAsItGrows(t *testing.T) {
 	if err != nil || res.RequeueAfter <= 0 {
 		t.Fatalf("a pool following its topic must come back: %+v, %v", res, err)
 	}
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V2_8_0_0
-	admin, err := sarama.NewClusterAdmin(brokers, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if err := admin.CreatePartitions("grows", 5, nil, false); err != nil {
-		t.Fatal(err)
-	}
+	testenv.GrowTopic(t, brokers, "grows", 5)
 	e.reconcile(p)
 	if got := names(e.deployments("follow")); len(got) != 5 {
 		t.Fatalf("deployments %v after the topic grew to 5", got)
@@ -529,7 +519,7 @@ func TestStatusShowsTheLagReadFromKafka(t *testing.T) {
 	for i := range msgs {
 		msgs[i] = kafka.Message{Topic: "updates", Key: []byte("same key"), Value: []byte("x")}
 	}
-	if err := producer.Send(msgs); err != nil {
+	if err := producer.Send(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 	client, err := kafka.Connect(kafka.Config{Brokers: brokers})

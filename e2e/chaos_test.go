@@ -273,7 +273,7 @@ func (f *fleet) tryProduce(n int) error {
 	for i, l := range lines {
 		msgs[i] = kafka.Message{Topic: "in", Value: l}
 	}
-	if err := p.Send(msgs); err != nil {
+	if err := p.Send(context.Background(), msgs); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -404,7 +404,7 @@ func (f *fleet) verify(exactly bool) {
 		}
 	}
 	// Emissions never go backwards and end at the oracle's state.
-	r, err := client.Read("out", 0, 0)
+	r, err := client.Read(kafka.ReadOptions{Topic: "out", MaxRecords: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,9 +412,12 @@ func (f *fleet) verify(exactly bool) {
 	end, _ := client.Offset("out", 0, kafka.Latest)
 	last := map[string]document.Document{}
 	emitted := map[string][]document.Document{}
-	for done := false; !done; {
-		select {
-		case m := <-r.Messages():
+read:
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		records, err := r.Poll(ctx)
+		cancel()
+		for _, m := range records {
 			var s struct{ FirstFetchTime uint64 }
 			d, err := json.Decode(m.Value)
 			if err != nil {
@@ -429,9 +432,12 @@ func (f *fleet) verify(exactly bool) {
 			}
 			last[d.URL] = d
 			emitted[d.URL] = append(emitted[d.URL], d)
-			done = m.Offset >= end-2
-		case <-time.After(2 * time.Second):
-			done = true
+			if m.Offset >= end-2 {
+				break read
+			}
+		}
+		if err != nil {
+			break
 		}
 	}
 	for u, want := range final {

@@ -449,7 +449,7 @@ func feed(ctx context.Context, cfg kafka.Config, limit int, in io.Reader, c code
 		if len(batch) == 0 {
 			return nil
 		}
-		err := p.Send(batch)
+		err := p.Send(ctx, batch)
 		batch = batch[:0]
 		return err
 	}
@@ -560,11 +560,16 @@ func startCollecting(ctx context.Context, o options, stdout io.Writer, s *server
 			if err != nil {
 				return nil, err
 			}
-			r, err := s.kafka.Read(t.topic, p, from)
+			r, err := s.kafka.Read(kafka.ReadOptions{Topic: t.topic, Partition: p, Offset: from, MaxRecords: collectBatch,
+				Failing: func(err error) {
+					if err != nil {
+						log.Warn("Kafka read error; the reader retries", "err", err)
+					}
+				}})
 			if err != nil {
 				return nil, err
 			}
-			c.group.Go(func() error { defer r.Close(); t.c.run(collectCtx, r, log); return nil })
+			c.group.Go(func() error { defer r.Close(); t.c.run(collectCtx, r); return nil })
 		}
 	}
 	return c, nil
@@ -615,24 +620,21 @@ type collector struct {
 	err  error
 }
 
+// collectBatch bounds the records a collector writes between flushes.
+const collectBatch = 256
+
 // run copies one reader until ctx ends or the reader stops.
-func (c *collector) run(ctx context.Context, r *kafka.Reader, log *slog.Logger) {
+func (c *collector) run(ctx context.Context, r *kafka.Reader) {
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case cerr, ok := <-r.Errors():
-			if ok {
-				log.Warn("Kafka read error; the reader retries", "err", cerr.Err)
-			}
-		case m, ok := <-r.Messages():
-			if !ok {
-				return
-			}
-			// Flush when the reader has nothing more at hand, so that a
-			// stream's output flows instead of waiting for a full buffer.
-			c.write(c.line(m), len(r.Messages()) == 0)
+		// A batch is what the reader has at hand; a flush after each makes
+		// a stream's output flow instead of waiting for a full buffer.
+		records, err := r.Poll(ctx)
+		for i := range records {
+			c.write(c.line(&records[i]), i == len(records)-1)
 			c.seen.Add(1)
+		}
+		if err != nil {
+			return
 		}
 	}
 }

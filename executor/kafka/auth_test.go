@@ -80,17 +80,7 @@ func publishAndReadBack(t *testing.T, cfg kafka.Config) {
 	if err := w.Publish(ctx, []kafka.Message{{Topic: "out", Value: []byte("v")}}, start+1); err != nil {
 		t.Fatal(err)
 	}
-	r, err := client.Read("out", 0, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	select {
-	case m := <-r.Messages():
-		if string(m.Value) != "v" {
-			t.Fatalf("read %q, want v", m.Value)
-		}
-	case <-ctx.Done():
-		t.Fatal("the published message never arrived")
+	if m := read(t, client, "out", 0, start, 1)[0]; string(m.Value) != "v" {
+		t.Fatalf("read %q, want v", m.Value)
 	}
 }

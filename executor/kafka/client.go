@@ -118,36 +118,6 @@ func (c *Client) Committed(group, topic string, partition int32) (offset int64, 
 	return block.Offset, true, nil
 }
 
-// Record is a message read from Kafka.
-type Record = sarama.ConsumerMessage
-
-// Reader reads one partition from an offset on.
-type Reader struct {
-	pc sarama.PartitionConsumer
-}
-
-// Read starts reading topic's partition at offset.
-func (c *Client) Read(topic string, partition int32, offset int64) (*Reader, error) {
-	pc, err := c.consumer.ConsumePartition(topic, partition, offset)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: read %s/%d from offset %d: %w", topic, partition, offset, err)
-	}
-	return &Reader{pc: pc}, nil
-}
-
-// Messages delivers the partition's messages in offset order.
-func (r *Reader) Messages() <-chan *Record { return r.pc.Messages() }
-
-// Errors delivers the errors the reader met; it goes on after most.
-func (r *Reader) Errors() <-chan *sarama.ConsumerError { return r.pc.Errors() }
-
-// HighWaterMark returns the offset of the partition's next message, as of
-// the last fetch.
-func (r *Reader) HighWaterMark() int64 { return r.pc.HighWaterMarkOffset() }
-
-// Close stops reading.
-func (r *Reader) Close() error { return r.pc.Close() }
-
 // EnsureTopic creates topic with partitions unless it exists.
 func (c *Client) EnsureTopic(topic string, partitions int32) error {
 	err := c.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false)

@@ -1,7 +1,13 @@
 // Package kafka is the executor's Kafka side, on IBM/sarama: read one
-// partition from an offset, and publish a batch's states, dead letters and
-// consumer offset in one transaction whose id belongs to the pool and
-// partition, so that a newer executor's producer fences any older one.
+// partition from an offset in batches, and publish a batch's states, dead
+// letters and consumer offset in one transaction whose id belongs to the
+// pool and partition, so that a newer executor's producer fences any older
+// one.
+//
+// sarama stays inside: records, headers and messages are this package's
+// own types, sharing their bytes with sarama's rather than copying them,
+// and every setting is checked where a client, reader or writer is built
+// (ErrInvalidConfig).
 package kafka
 
 import (
@@ -108,8 +114,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// sarama returns the sarama settings shared by readers and writers.
+// ErrInvalidConfig marks settings refused where a client, reader or writer
+// is built, before any connection: they would fail later, less clearly.
+var ErrInvalidConfig = errors.New("kafka: invalid configuration")
+
+// sarama returns the sarama settings shared by readers and writers, after
+// validating c: every client, producer and writer is built through it.
 func (c Config) sarama() (*sarama.Config, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
 	sc := sarama.NewConfig()
 	version := c.Version
 	if version == "" {

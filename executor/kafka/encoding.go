@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
-	"github.com/IBM/sarama"
 )
 
 // AppendMessages appends msgs to b in a compact binary form that
@@ -66,9 +64,9 @@ func DecodeMessages(b []byte) ([]Message, []byte, error) {
 		m.Partition = int32(d.varint())
 		m.Key, m.Value = d.bytes(), d.bytes()
 		if h := d.uvarint(); h > 0 && h <= uint64(len(d.b)) {
-			m.Headers = make([]sarama.RecordHeader, h)
+			m.Headers = make([]Header, h)
 			for j := range m.Headers {
-				m.Headers[j] = sarama.RecordHeader{Key: d.bytes(), Value: d.bytes()}
+				m.Headers[j] = Header{Key: d.bytes(), Value: d.bytes()}
 			}
 		}
 		if d.err != nil {

@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"errors"
-	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -40,19 +39,9 @@ func TestPublishCommitsMessagesAndOffsetTogether(t *testing.T) {
 	if off, found, err := client.Committed("g", "in", 1); err != nil || !found || off != 42 {
 		t.Fatalf("committed %d (found %v, %v), want 42", off, found, err)
 	}
-	r, err := client.Read("out", 1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	for _, want := range []string{"v1", "v2"} {
-		select {
-		case m := <-r.Messages():
-			if string(m.Value) != want || m.Partition != 1 {
-				t.Fatalf("read %q on partition %d, want %q on 1", m.Value, m.Partition, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no message %q", want)
+	for i, m := range read(t, client, "out", 1, 0, 2) {
+		if want := string(msgs[i].Value); string(m.Value) != want || m.Partition != 1 {
+			t.Fatalf("read %q on partition %d, want %q on 1", m.Value, m.Partition, want)
 		}
 	}
 	if hwm, err := client.Offset("out", 0, kafka.Latest); err != nil || hwm != 0 {
@@ -91,19 +80,9 @@ func TestANewerWriterFencesTheOlder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	r, err := client.Read("out", 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	for _, want := range []string{"a", "b"} {
-		select {
-		case m := <-r.Messages():
-			if string(m.Value) != want {
-				t.Fatalf("read %q, want %q (a fenced writer's message is never committed)", m.Value, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no message %q", want)
+	for i, m := range read(t, client, "out", 0, 0, 2) {
+		if want := []string{"a", "b"}[i]; string(m.Value) != want {
+			t.Fatalf("read %q, want %q (a fenced writer's message is never committed)", m.Value, want)
 		}
 	}
 }
@@ -142,19 +121,9 @@ func TestAFailedTransactionIsRetriedAndCommittedOnce(t *testing.T) {
 	if off, _, err := client.Committed("g", "in", 0); err != nil || off != 8 {
 		t.Fatalf("committed %d, %v; want 8", off, err)
 	}
-	r, err := client.Read("out", 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
 	var got []string
-	for len(got) < 2 {
-		select {
-		case m := <-r.Messages():
-			got = append(got, string(m.Value))
-		case <-time.After(10 * time.Second):
-			t.Fatalf("read %q, want [once next]", got)
-		}
+	for _, m := range read(t, client, "out", 0, 0, 2) {
+		got = append(got, string(m.Value))
 	}
 	if got[0] != "once" || got[1] != "next" {
 		t.Fatalf("read %q, want [once next]: the failed try must not show", got)
@@ -230,25 +199,37 @@ func TestAWriterFencedWhileRecoveringNeverReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	r, err := client.Read("out", 0, 0)
+	if m := read(t, client, "out", 0, 0, 1)[0]; string(m.Value) != "fresh" {
+		t.Fatalf("read %q first, want only the new writer's record", m.Value)
+	}
+}
+
+// read returns the first n records of a partition from offset from,
+// failing t when they do not all come within 10 s.
+func read(t *testing.T, client *kafka.Client, topic string, partition int32, from int64, n int) []kafka.Record {
+	t.Helper()
+	r, err := client.Read(kafka.ReadOptions{Topic: topic, Partition: partition, Offset: from, MaxRecords: n})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	select {
-	case m := <-r.Messages():
-		if string(m.Value) != "fresh" {
-			t.Fatalf("read %q first, want only the new writer's record", m.Value)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []kafka.Record
+	for len(got) < n {
+		batch, err := r.Poll(ctx)
+		got = append(got, batch...)
+		if err != nil {
+			t.Fatalf("read %d records of %d from %s/%d: %v", len(got), n, topic, partition, err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the new writer's record never showed")
 	}
+	return got[:n]
 }
 
 func TestMessagesEncodeAndDecodeExactly(t *testing.T) {
 	msgs := []kafka.Message{
 		{Topic: "out", Partition: 3, Key: []byte("https://ü.example/"), Value: []byte(`{"text":"\u2028"}`)},
-		{Topic: "dlq", Partition: 0, Key: nil, Value: []byte{}, Headers: []sarama.RecordHeader{{Key: []byte("docexec-reason"), Value: []byte("too large")}, {Key: []byte("k"), Value: nil}}},
+		{Topic: "dlq", Partition: 0, Key: nil, Value: []byte{}, Headers: []kafka.Header{{Key: []byte("docexec-reason"), Value: []byte("too large")}, {Key: []byte("k"), Value: nil}}},
 		{Topic: "", Partition: 2147483647},
 	}
 	b := kafka.AppendMessages([]byte("prefix"), msgs)

@@ -115,6 +115,7 @@ func RecordBudget(limit int, compression string) int {
 // RecordBytes is the size of m as the producer counts it against its
 // budget (sarama's estimate of a v2 record).
 func RecordBytes(m Message) int {
-	pm := sarama.ProducerMessage{Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
+	var pm sarama.ProducerMessage
+	toSarama(m, &pm, nil)
 	return pm.ByteSize(2)
 }

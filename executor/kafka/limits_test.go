@@ -77,19 +77,9 @@ func TestATransactionLargerThanTheTopicsLimitIsPublished(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer client.Close()
-			r, err := client.Read("out", 0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			for i := range msgs {
-				select {
-				case m := <-r.Messages():
-					if !bytes.Equal(m.Value, msgs[i].Value) {
-						t.Fatalf("record %d came back different", i)
-					}
-				case <-time.After(10 * time.Second):
-					t.Fatalf("read %d records of %d", i, len(msgs))
+			for i, m := range read(t, client, "out", 0, 0, len(msgs)) {
+				if !bytes.Equal(m.Value, msgs[i].Value) {
+					t.Fatalf("record %d came back different", i)
 				}
 			}
 		})

@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/IBM/sarama"
 )
@@ -15,6 +17,7 @@ type Producer struct {
 	client   sarama.Client
 	producer sarama.SyncProducer
 	budget   int
+	sending  sync.WaitGroup // sends that ctx gave up on, which Close waits for
 }
 
 // NewProducer opens an idempotent producer, partitioning by key, to topics
@@ -52,22 +55,30 @@ func (p *Producer) Fits(m Message) bool { return RecordBytes(m) <= p.budget }
 // Budget is the largest record the producer sends, as RecordBytes counts.
 func (p *Producer) Budget() int { return p.budget }
 
-// Send writes msgs and waits until all are acknowledged.
-func (p *Producer) Send(msgs []Message) error {
-	records := make([]*sarama.ProducerMessage, len(msgs))
-	for i, m := range msgs {
-		records[i] = &sarama.ProducerMessage{Topic: m.Topic, Partition: m.Partition, Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
-		if m.Key != nil {
-			records[i].Key = sarama.ByteEncoder(m.Key)
+// Send writes msgs and waits until all are acknowledged, or until ctx
+// ends: then it returns at once, and the send goes on; Close waits for it
+// (the byte slices of msgs must stay unchanged until then; msgs itself may
+// be reused).
+func (p *Producer) Send(ctx context.Context, msgs []Message) error {
+	records := producerMessages(msgs)
+	sent := make(chan error, 1)
+	p.sending.Add(1)
+	go func() { defer p.sending.Done(); sent <- p.producer.SendMessages(records) }()
+	select {
+	case err := <-sent:
+		if err != nil {
+			return fmt.Errorf("kafka: send %d messages: %w", len(records), classify(err))
 		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kafka: send %d messages: %w", len(records), ctx.Err())
 	}
-	if err := p.producer.SendMessages(records); err != nil {
-		return fmt.Errorf("kafka: send %d messages: %w", len(records), classify(err))
-	}
-	return nil
 }
 
-// Close closes the producer.
+// Close closes the producer, which first finishes the sends in flight,
+// and waits for those that Send gave up on to return.
 func (p *Producer) Close() error {
-	return errors.Join(p.producer.Close(), p.client.Close())
+	err := errors.Join(p.producer.Close(), p.client.Close())
+	p.sending.Wait()
+	return err
 }

@@ -45,6 +45,18 @@ type WriterOptions struct {
 	Failing func(error)
 }
 
+func (o WriterOptions) validate() error {
+	switch {
+	case o.TransactionalID == "":
+		return errors.New("a transactional id is required: it fences the partition's older writers")
+	case o.Group == "":
+		return errors.New("a consumer group is required: the transactions commit its offsets")
+	case o.InputTopic == "":
+		return errors.New("an input topic is required: the committed offsets are of its partition")
+	}
+	return nil
+}
+
 // TransactionalID returns the transactional id of a pool's partition.
 func TransactionalID(pool, inputTopic string, partition int32) string {
 	return fmt.Sprintf("docexec-%s-%s-%d", pool, inputTopic, partition)
@@ -71,6 +83,9 @@ func NewWriter(cfg Config, opts WriterOptions) (*Writer, error) {
 	}
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("%w: writer %s: %w", ErrInvalidConfig, opts.TransactionalID, err)
 	}
 	w := &Writer{cfg: cfg, opts: opts}
 	if err := w.open(); err != nil {
@@ -114,7 +129,43 @@ type Message struct {
 	Partition int32
 	Key       []byte
 	Value     []byte
-	Headers   []sarama.RecordHeader
+	Headers   []Header
+}
+
+// producerMessages returns msgs as sarama sends them: their byte slices
+// are shared, not copied, and the records and headers of the whole batch
+// take one allocation each.
+func producerMessages(msgs []Message) []*sarama.ProducerMessage {
+	headers := 0
+	for _, m := range msgs {
+		headers += len(m.Headers)
+	}
+	values := make([]sarama.ProducerMessage, len(msgs))
+	records := make([]*sarama.ProducerMessage, len(msgs))
+	hs := make([]sarama.RecordHeader, 0, headers)
+	for i, m := range msgs {
+		hs = toSarama(m, &values[i], hs)
+		records[i] = &values[i]
+	}
+	return records
+}
+
+// toSarama fills pm with m, appending m's headers to hs for pm to share;
+// it returns hs.
+func toSarama(m Message, pm *sarama.ProducerMessage, hs []sarama.RecordHeader) []sarama.RecordHeader {
+	pm.Topic, pm.Partition, pm.Value = m.Topic, m.Partition, sarama.ByteEncoder(m.Value)
+	// A nil key stays nil: a hashing partitioner spreads keyless records.
+	if m.Key != nil {
+		pm.Key = sarama.ByteEncoder(m.Key)
+	}
+	if len(m.Headers) > 0 {
+		start := len(hs)
+		for _, h := range m.Headers {
+			hs = append(hs, sarama.RecordHeader(h))
+		}
+		pm.Headers = hs[start:len(hs):len(hs)]
+	}
+	return hs
 }
 
 // Publish sends msgs and commits the group's offset next for the input
@@ -174,11 +225,7 @@ func (w *Writer) publishOnce(msgs []Message, next int64) error {
 		return fmt.Errorf("kafka: begin transaction: %w", classify(err))
 	}
 	// Fresh records each try: sarama keeps per-send state in them.
-	records := make([]*sarama.ProducerMessage, len(msgs))
-	for i, m := range msgs {
-		records[i] = &sarama.ProducerMessage{Topic: m.Topic, Partition: m.Partition,
-			Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value), Headers: m.Headers}
-	}
+	records := producerMessages(msgs)
 	if len(records) > 0 {
 		if err := w.producer.SendMessages(records); err != nil {
 			return fmt.Errorf("kafka: send %d messages: %w", len(records), classify(err))

@@ -28,11 +28,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/docexec/docexec/executor/codec"
@@ -495,7 +493,11 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 	if err != nil {
 		return err
 	}
-	reader, err := d.Kafka.Read(o.InputTopic, o.Partition, pos.from)
+	reader, err := d.Kafka.Read(kafka.ReadOptions{
+		Topic: o.InputTopic, Partition: o.Partition, Offset: pos.from,
+		MaxRecords: o.BatchSize, MaxBytes: o.BatchBytes, MaxWait: o.BatchWait,
+		Failing: func(err error) { d.Health.Set("read", err) },
+	})
 	if err != nil {
 		return err
 	}
@@ -519,7 +521,7 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 
 	batches := make(chan batch, 2)
 	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions, limit: limit, budget: writer.Budget()}
-	g.Go(func() error { defer close(batches); return p.run(gctx, ctx.Done(), reader, batches) })
+	g.Go(func() error { defer close(batches); return p.run(gctx, ctx, reader, batches) })
 	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
 	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
 	*started = true
@@ -587,72 +589,47 @@ type processor struct {
 	limit, budget int
 }
 
-// run batches messages until finish closes (then it flushes the batch in
+// run processes batches until finish ends (then it processes the batch in
 // hand) or ctx ends (then it drops it).
-func (p *processor) run(ctx context.Context, finish <-chan struct{}, r *kafka.Reader, out chan<- batch) error {
-	pending := make([]*sarama.ConsumerMessage, 0, p.opts.BatchSize)
-	bytes := 0 // of pending's values
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		b, err := p.process(ctx, pending, r.HighWaterMark())
-		if err != nil {
-			return err
-		}
-		pending, bytes = pending[:0], 0
-		select {
-		case out <- b:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+func (p *processor) run(ctx, finish context.Context, r *kafka.Reader, out chan<- batch) error {
+	polling, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	defer context.AfterFunc(finish, stopPolling)()
 	for {
-		select {
-		case <-finish:
-			return flush()
-		case <-ctx.Done():
+		records, err := r.Poll(polling)
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case cerr, ok := <-r.Errors():
-			if ok { // the reader retries by itself
-				p.deps.Health.Set("read", cerr.Err)
-			}
-		case m, ok := <-r.Messages():
-			if !ok {
-				return errors.New("pipeline: the Kafka reader stopped")
-			}
-			p.deps.Health.Set("read", nil)
-			if len(pending) == 0 {
-				timer.Reset(p.opts.BatchWait)
-			}
-			pending = append(pending, m)
-			bytes += len(m.Value)
-			if len(pending) < p.opts.BatchSize && bytes < p.opts.BatchBytes {
-				continue
-			}
-			timer.Stop()
-			if err := flush(); err != nil {
+		}
+		finished := err != nil && finish.Err() != nil
+		if err != nil && !finished {
+			return fmt.Errorf("pipeline: %w", err) // the reader stopped
+		}
+		if len(records) > 0 {
+			b, err := p.process(ctx, records, r.HighWaterMark())
+			if err != nil {
 				return err
 			}
-		case <-timer.C:
-			if err := flush(); err != nil {
-				return err
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
+		}
+		if finished {
+			return nil
 		}
 	}
 }
 
 // process decodes and merges one batch and returns what to publish.
-func (p *processor) process(ctx context.Context, msgs []*sarama.ConsumerMessage, highWaterMark int64) (batch, error) {
+func (p *processor) process(ctx context.Context, msgs []kafka.Record, highWaterMark int64) (batch, error) {
 	started := time.Now()
 	o, d := p.opts, p.deps
 	b := batch{next: msgs[len(msgs)-1].Offset + 1, highWaterMark: highWaterMark, newest: msgs[len(msgs)-1].Timestamp}
 	updates := make([]state.Update, 0, len(msgs))
-	sources := make([]*sarama.ConsumerMessage, 0, len(msgs)) // of each update
-	for _, m := range msgs {
+	sources := make([]*kafka.Record, 0, len(msgs)) // of each update
+	for i := range msgs {
+		m := &msgs[i]
 		emit := state.EmitChanged
 		switch {
 		case m.Offset < p.pos.committed:
@@ -770,12 +747,12 @@ func (p *processor) retrying(ctx context.Context, op func() error) error {
 
 // deadLetter makes the dead letter of input message m: key and value (the
 // message's own, for bad input), why, and where m came from.
-func (p *processor) deadLetter(m *sarama.ConsumerMessage, key, value []byte, why string) kafka.Message {
+func (p *processor) deadLetter(m *kafka.Record, key, value []byte, why string) kafka.Message {
 	return fitDeadLetter(kafka.Message{
 		Topic:     p.opts.DeadLetterTopic,
 		Partition: p.opts.Partition % p.deadLetterPartitions,
 		Key:       key, Value: value,
-		Headers: []sarama.RecordHeader{
+		Headers: []kafka.Header{
 			{Key: []byte(HeaderReason), Value: []byte(why)},
 			{Key: []byte(HeaderTopic), Value: []byte(m.Topic)},
 			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(m.Partition)))},
@@ -815,7 +792,6 @@ type refusedStates struct {
 	limit, budget int
 	partitions    int32 // of the dead-letter topic
 	producer      *kafka.Producer
-	sending       sync.WaitGroup // a send that ctx gave up on
 }
 
 func (r *refusedStates) publish(ctx context.Context, d document.Document, why string) error {
@@ -830,24 +806,17 @@ func (r *refusedStates) publish(ctx context.Context, d document.Document, why st
 		Topic:     r.opts.DeadLetterTopic,
 		Partition: r.opts.Partition % r.partitions,
 		Key:       []byte(d.URL), Value: r.deps.Codec.Encode(d),
-		Headers: []sarama.RecordHeader{
+		Headers: []kafka.Header{
 			{Key: []byte(HeaderReason), Value: []byte(why)},
 			{Key: []byte(HeaderTopic), Value: []byte(r.opts.InputTopic)},
 			{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(r.opts.Partition)))},
 		},
 	}, r.budget)
-	// The producer's send has no context; the sync's (bounded by the
-	// shutdown timeout at the last sync) must not wait for it.
-	sent := make(chan error, 1)
-	r.sending.Add(1)
-	go func() { defer r.sending.Done(); sent <- r.producer.Send([]kafka.Message{dl}) }()
-	select {
-	case err := <-sent:
-		if err != nil {
-			return err
-		}
-	case <-ctx.Done():
-		return ctx.Err() // the state stays to sync: the next pass tries again
+	// The sync's context bounds the wait (by the shutdown timeout at the
+	// last sync): the state of a send it gives up on stays to sync, so the
+	// next pass tries again.
+	if err := r.producer.Send(ctx, []kafka.Message{dl}); err != nil {
+		return err
 	}
 	r.countDeadLettered(metrics.Refused, 1)
 	return nil
@@ -856,6 +825,5 @@ func (r *refusedStates) publish(ctx context.Context, d document.Document, why st
 func (r *refusedStates) close() {
 	if r.producer != nil {
 		r.producer.Close() //nolint:errcheck // a send it cuts short is retried by the next pass
-		r.sending.Wait()
 	}
 }

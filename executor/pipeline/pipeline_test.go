@@ -8,7 +8,6 @@ import (
 
 	"context"
 	"fmt"
-	"github.com/IBM/sarama"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -96,7 +95,7 @@ func (h *harness) produce(values ...[]byte) {
 	for i, v := range values {
 		msgs[i] = kafka.Message{Topic: "in", Value: v}
 	}
-	if err := h.producer.Send(msgs); err != nil {
+	if err := h.producer.Send(context.Background(), msgs); err != nil {
 		h.t.Fatal(err)
 	}
 	h.inputs = append(h.inputs, values...)
@@ -239,25 +238,26 @@ func (h *harness) read(topic string) [][]byte {
 
 // records returns the committed records of a topic's partition 0: all of
 // them once the executor stopped, as read_committed hides nothing then.
-func (h *harness) records(topic string) []*kafka.Record {
+func (h *harness) records(topic string) []kafka.Record {
 	h.t.Helper()
 	return h.recordsOf(topic, 0)
 }
 
 // recordsOf is records of another partition.
-func (h *harness) recordsOf(topic string, partition int32) []*kafka.Record {
+func (h *harness) recordsOf(topic string, partition int32) []kafka.Record {
 	h.t.Helper()
-	r, err := h.client.Read(topic, partition, 0)
+	r, err := h.client.Read(kafka.ReadOptions{Topic: topic, Partition: partition, MaxRecords: 1000})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer r.Close()
-	var out []*kafka.Record
+	var out []kafka.Record
 	for {
-		select {
-		case m := <-r.Messages():
-			out = append(out, m)
-		case <-time.After(500 * time.Millisecond):
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		batch, err := r.Poll(ctx)
+		cancel()
+		out = append(out, batch...)
+		if err != nil {
 			return out
 		}
 	}
@@ -406,7 +406,7 @@ func TestAppliedButUnpublishedUpdatesArePublishedAgain(t *testing.T) {
 			h.runToEnd()
 			// As if the last transactions never committed: the group is
 			// behind what was applied (and, gracefully stopped, synced).
-			commitOffset(t, h.cfg, 200)
+			testenv.CommitOffset(t, h.cfg.Brokers, "g", "in", 0, 200)
 			if c.redisLost {
 				testenv.WipePool(t, h.redis, h.opts.Pool)
 			}
@@ -490,30 +490,6 @@ func firstFetchTime(t *testing.T, v []byte) uint64 {
 	return s.FirstFetchTime
 }
 
-// commitOffset moves group g's offset of in/0, as a crash between apply and
-// publish would leave it.
-func commitOffset(t *testing.T, cfg kafka.Config, offset int64) {
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V2_8_0_0
-	client, err := sarama.NewClient(cfg.Brokers, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	om, err := sarama.NewOffsetManagerFromClient("g", client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pom, err := om.ManagePartition("in", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pom.ResetOffset(offset, "")
-	om.Commit()
-	pom.Close()
-	om.Close()
-}
-
 // A partition that never ran may still meet urls with history: a grown
 // topic moves urls between partitions, and pools may share a table.
 func TestANewPartitionReadsThroughWhenStatesExistElsewhere(t *testing.T) {
@@ -590,7 +566,7 @@ func smallTopics(t *testing.T, limit int) []string {
 	return brokers
 }
 
-func headersOf(r *kafka.Record) map[string]string {
+func headersOf(r kafka.Record) map[string]string {
 	out := map[string]string{}
 	for _, hd := range r.Headers {
 		out[string(hd.Key)] = string(hd.Value)
@@ -936,7 +912,7 @@ func TestAfterTheTopicGrowsNoStateLacksSyncedHistory(t *testing.T) {
 	for i, l := range lines {
 		msgs[i] = kafka.Message{Topic: "in", Key: fmt.Appendf(nil, "https://moving.example/%d", i), Value: l}
 	}
-	if err := grown.Send(msgs); err != nil {
+	if err := grown.Send(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 	h.inputs = append(h.inputs, lines...)
@@ -987,7 +963,7 @@ func (h *harness) produceKeyed(lines [][]byte) {
 		}
 		msgs[i] = kafka.Message{Topic: "in", Key: []byte(d.URL), Value: l}
 	}
-	if err := h.producer.Send(msgs); err != nil {
+	if err := h.producer.Send(context.Background(), msgs); err != nil {
 		h.t.Fatal(err)
 	}
 	h.inputs = append(h.inputs, lines...)

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/IBM/sarama"
-
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/metrics"
 )
@@ -17,7 +15,7 @@ import (
 func TestRecordedDeadLettersAreCountedByTheirReason(t *testing.T) {
 	deadLetter := func(why string, budget int) kafka.Message {
 		return fitDeadLetter(kafka.Message{Topic: "dlq", Key: []byte("https://a.example/"), Value: make([]byte, 4000),
-			Headers: []sarama.RecordHeader{{Key: []byte(HeaderReason), Value: []byte(why)}}}, budget)
+			Headers: []kafka.Header{{Key: []byte(HeaderReason), Value: []byte(why)}}}, budget)
 	}
 	tooLarge := fmt.Sprintf(tooLargeReason+": %d bytes, more than the %d that topics of max.message.bytes %d take", 2000000, 1000000, 1048576)
 	for _, c := range []struct {

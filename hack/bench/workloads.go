@@ -70,7 +70,7 @@ func (w *workload) send(p *kafka.Producer, msgs []kafka.Message) error {
 		w.n++
 		w.bytes += int64(len(m.Value))
 	}
-	return p.Send(msgs)
+	return p.Send(context.Background(), msgs)
 }
 
 // produceWeb writes realistic documents (internal/docgen) to a new topic
@@ -109,32 +109,25 @@ func produceWeb(cfg kafka.Config, client *kafka.Client, topic string, bytes int6
 }
 
 // consume reads partition 0 of a workload from the start in batches of up
-// to batch messages, handing each to handle, until all were read.
-func consume(ctx context.Context, client *kafka.Client, w workload, handle func([]*kafka.Record) error) error {
-	n := w.n
-	r, err := client.Read(w.topic, 0, 0)
+// to batch messages, those read ahead already, handing each to handle,
+// until all were read.
+func consume(ctx context.Context, client *kafka.Client, w workload, handle func([]kafka.Record) error) error {
+	r, err := client.Read(kafka.ReadOptions{Topic: w.topic, MaxRecords: batch})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	pending := make([]*kafka.Record, 0, batch)
-	for read := 0; read < n; {
-		pending = append(pending[:0], <-r.Messages())
-	fill:
-		for len(pending) < batch && read+len(pending) < n {
-			select {
-			case m := <-r.Messages():
-				pending = append(pending, m)
-			default:
-				break fill
-			}
+	for read := 0; read < w.n; {
+		records, err := r.Poll(ctx)
+		if err != nil {
+			return err
 		}
-		read += len(pending)
-		if err := handle(pending); err != nil {
+		read += len(records)
+		if err := handle(records); err != nil {
 			return err
 		}
 	}
-	return ctx.Err()
+	return nil
 }
 
 // passthroughMain is (a) in a process of its own: it reads a one-partition
@@ -183,7 +176,7 @@ func passthroughMain(args []string) error {
 	defer w.Close()
 	var start, end time.Time
 	published := 0
-	err = consume(ctx, client, workload{topic: *topic, partitions: 1, n: *n}, func(ms []*kafka.Record) error {
+	err = consume(ctx, client, workload{topic: *topic, partitions: 1, n: *n}, func(ms []kafka.Record) error {
 		msgs := make([]kafka.Message, len(ms))
 		for i, m := range ms {
 			msgs[i] = kafka.Message{Topic: *out, Key: m.Key, Value: m.Value}
@@ -220,7 +213,7 @@ func naive(ctx context.Context, cfg kafka.Config, client *kafka.Client, redis ru
 	defer w.Close()
 	c, _ := codec.New(codec.FormatJSON)
 	start := time.Now()
-	err = consume(ctx, client, work, func(ms []*kafka.Record) error {
+	err = consume(ctx, client, work, func(ms []kafka.Record) error {
 		var out []kafka.Message
 		for _, m := range ms {
 			u, err := c.Decode(m.Value)

@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // need returns the value of the environment variable naming a server.
@@ -214,5 +215,34 @@ func GrowTopic(t testing.TB, brokers []string, topic string, partitions int32) {
 	}
 	if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); err != nil {
 		t.Fatalf("grow topic %s: %v", topic, err)
+	}
+}
+
+// CommitOffset sets a consumer group's committed offset of a partition, as
+// a consumer outside any group generation (kafka-consumer-groups
+// --reset-offsets) does.
+func CommitOffset(t testing.TB, brokers []string, group, topic string, partition int32, offset int64) {
+	t.Helper()
+	// At the protocol of Kafka 2.8, as docexec speaks it: later versions
+	// name topics by id.
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MaxVersions(kversion.V2_8_0()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.Generation = group, -1
+	rt := kmsg.NewOffsetCommitRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset = partition, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), client)
+	if err != nil {
+		t.Fatalf("commit offset %d of %s/%d for group %s: %v", offset, topic, partition, group, err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
+		t.Fatalf("commit offset %d of %s/%d for group %s: %v", offset, topic, partition, group, err)
 	}
 }

@@ -2,12 +2,12 @@
 -- its state keys need a SCAN to be found. ARGV[2] is the step:
 --   "begin": mark the meta hash `forgetting` (a claim that finds the mark
 --            forgets again: half-forgotten states must not be trusted),
---            drop the dirty and syncing sets, the applied offset and
+--            drop the dirty and syncing hashes, the applied offset and
 --            completeness; the epoch stays;
 --   "keys":  unlink KEYS[4..] (state keys of the partition, one slot);
 --   "end":   drop the mark.
 --
--- KEYS[1] meta, KEYS[2] dirty set, KEYS[3] syncing set.
+-- KEYS[1] meta, KEYS[2] dirty hash, KEYS[3] syncing hash.
 local step = ARGV[2]
 if step == 'begin' then
   redis.call('HSET', KEYS[1], 'forgetting', '1')

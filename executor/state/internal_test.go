@@ -171,13 +171,16 @@ func TestTheNumbersRecordTheTextSizeAlsoWhenOnlyTheyChange(t *testing.T) {
 	if _, err := s.Apply(ctx, claim.Epoch, []Update{{Doc: older, Emit: EmitNever}}, 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := c.Do(ctx, c.B().Get().Key(s.numbersKey("u")).Build()).ToString()
+	raw, err := c.Do(ctx, c.B().Get().Key(s.stateKey("u")).Build()).ToString()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d document.Document
-	size, err := decodeNumbers("u", raw, &d)
-	if err != nil || size != len("four") || d.FirstFetchTime != 1 || d.FetchTime != 5 {
-		t.Fatalf("numbers %+v, text size %d (%v); want firstFetchTime 1, fetchTime 5 and the 4 bytes of the newest text", d, size, err)
+	d, err := decodeState("u", raw)
+	if err != nil || d.Text != "four" || d.FirstFetchTime != 1 || d.FetchTime != 5 {
+		t.Fatalf("state %+v (%v); want firstFetchTime 1, fetchTime 5 and the newest text", d, err)
+	}
+	size, err := c.Do(ctx, c.B().Hget().Key(s.dirtyKey).Field("u").Build()).AsInt64()
+	if err != nil || size != int64(len("four")) {
+		t.Fatalf("the dirty hash has %d bytes for its text (%v), want 4", size, err)
 	}
 }

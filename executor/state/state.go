@@ -5,17 +5,20 @@
 // script checks, so it merges in its own memory: a batch's updates are
 // merged with document.Merge (the one merge rule) against a bounded cache of
 // the states the leader has seen, filled by reading the states it lacks from
-// Redis (small fields first, texts only when the merge or an emission needs
-// them), then from PostgreSQL. Redis receives one fenced write per batch:
-// the changed states, their urls in the dirty set, the applied offset and,
-// when given, the batch's output — nothing that Redis must parse or
-// compare, so that one Redis carries the traffic of many partitions.
+// Redis (their numbers first, texts only when the merge or an emission
+// needs them), then from PostgreSQL. Redis receives one fenced write per
+// batch: the changed states, their urls in the dirty hash, the applied
+// offset and, when given, the batch's output — nothing that Redis must
+// parse or compare, so that one Redis carries the traffic of many
+// partitions.
 //
 // Keys carry a hash tag per pool and partition, dx:{pool/7}:..., so that one
 // partition's keys share a Redis Cluster slot and multi-key scripts work
-// there. A state is two keys: m:<url>, its three numbers and the size of
-// its text (32 bytes), and t:<url>, its text. Redis must not evict keys without a TTL: dirty states
-// exist nowhere else.
+// there. A state is one key, s:<url>: its three numbers and the size of its
+// text (32 bytes, which GETRANGE reads alone), then its text. The dirty and
+// syncing hashes map urls to the sizes of their texts, so that the sync
+// bounds a page's bytes without reading any. Redis must not evict keys
+// without a TTL: dirty states exist nowhere else.
 package state
 
 import (
@@ -40,7 +43,7 @@ var ErrEvicting = errors.New("state: Redis may evict keys")
 
 // format is the layout of a partition's keys; a claim that finds another
 // forgets the partition's states (they are read from PostgreSQL again).
-const format = "3"
+const format = "4"
 
 var (
 	//go:embed fence.lua
@@ -117,8 +120,7 @@ func New(client rueidis.Client, opts Options) *State {
 		syncingKey: tag + "syncing", outKey: tag + "out", cache: newCache(opts.CacheBytes)}
 }
 
-func (s *State) numbersKey(url string) string { return s.tag + "m:" + url }
-func (s *State) textKey(url string) string    { return s.tag + "t:" + url }
+func (s *State) stateKey(url string) string { return s.tag + "s:" + url }
 
 // Claim is what Claim returns.
 type Claim struct {
@@ -209,9 +211,8 @@ func (s *State) partitionCount(ctx context.Context) (string, error) {
 	return strconv.Itoa(int(n)), nil
 }
 
-// numbersSize is the size of a state's numbers in Redis: pubDate,
-// fetchTime, firstFetchTime and the size of its text, which the sync reads
-// to bound a page's bytes before it reads any text.
+// numbersSize is the size of the head of a state's value in Redis: pubDate,
+// fetchTime, firstFetchTime and the size of its text, which follows.
 const numbersSize = 32
 
 // encodeNumbers writes d's pubDate, fetchTime and firstFetchTime and the
@@ -235,6 +236,25 @@ func decodeNumbers(url, v string, d *document.Document) (textBytes int, err erro
 	d.FetchTime = binary.BigEndian.Uint64([]byte(v[8:16]))
 	d.FirstFetchTime = binary.BigEndian.Uint64([]byte(v[16:24]))
 	return int(binary.BigEndian.Uint64([]byte(v[24:32]))), nil
+}
+
+// encodeState is the value of d's key: its numbers, then its text.
+func encodeState(d document.Document) string {
+	return encodeNumbers(d, len(d.Text)) + d.Text
+}
+
+// decodeState reads what encodeState wrote.
+func decodeState(url, v string) (document.Document, error) {
+	d := document.Document{URL: url}
+	if len(v) < numbersSize {
+		return d, fmt.Errorf("stored state of %q: %d bytes, want at least %d", url, len(v), numbersSize)
+	}
+	textBytes, err := decodeNumbers(url, v[:numbersSize], &d)
+	if err == nil && textBytes != len(v)-numbersSize {
+		err = fmt.Errorf("stored state of %q: its text is %d bytes, its numbers say %d", url, len(v)-numbersSize, textBytes)
+	}
+	d.Text = v[numbersSize:]
+	return d, err
 }
 
 // classify turns the scripts' error replies into fencing.ErrFenced,

@@ -286,7 +286,7 @@ func TestAUrlThatExpiresDuringAReadThroughIsLookedUpToo(t *testing.T) {
 		// The first lookup (of "new") coincides with the text of "cached"
 		// expiring, after its numbers were read.
 		pg := &pgCopy{docs: map[string]document.Document{"cached": stored}, before: func() {
-			if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:t:cached", pool)).Build()).Error(); err != nil {
+			if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:s:cached", pool)).Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
 		}}
@@ -436,7 +436,7 @@ func TestADirtyStateEvictedStopsTheSync(t *testing.T) {
 		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:t:u", pool)).Build()).Error(); err != nil {
+		if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/3}:s:u", pool)).Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
 		if page, _, err := s.SyncPages(epoch).Next(ctx, 10, 0); !errors.Is(err, fencing.ErrLost) {
@@ -560,19 +560,12 @@ func TestCleanStatesExpireOnlyWithACleanTTL(t *testing.T) {
 	if _, err := s.Apply(ctx, claim.Epoch, changed(document.Document{URL: "a", FetchTime: 1}), 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	ttl := func() int64 { // of the numbers; the text must say the same
-		var ttls [2]int64
-		for i, key := range []string{fmt.Sprintf("dx:{%s/0}:m:a", pool), fmt.Sprintf("dx:{%s/0}:t:a", pool)} {
-			n, err := c.Do(ctx, c.B().Ttl().Key(key).Build()).AsInt64()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ttls[i] = n
+	ttl := func() int64 {
+		n, err := c.Do(ctx, c.B().Ttl().Key(fmt.Sprintf("dx:{%s/0}:s:a", pool)).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if (ttls[0] == -1) != (ttls[1] == -1) {
-			t.Fatalf("TTLs of numbers and text %v: one expires, the other not", ttls)
-		}
-		return ttls[0]
+		return n
 	}
 	if ttl() != -1 {
 		t.Fatal("a dirty state has a TTL")

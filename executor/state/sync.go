@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -40,13 +39,19 @@ func (s *State) BeginSync(ctx context.Context, epoch uint64) (applied int64, has
 // SyncPages reads the states that BeginSync set aside, page by page, for
 // one pass. Pages are read in turn, but the next may be read while the last
 // is being saved: a page's urls stay set aside until marked clean, and the
-// pages walk the set (SSCAN) instead of sampling it.
+// pages walk the hash of them (HSCAN) instead of sampling it.
 type SyncPages struct {
 	s      *State
 	epoch  uint64
 	cursor uint64
-	walked bool     // the walk started and, at cursor 0 again, ended
-	urls   []string // walked, not yet returned
+	walked bool      // the walk started and, at cursor 0 again, ended
+	urls   []pending // walked, not yet returned
+}
+
+// pending is a url set aside and the size of its text.
+type pending struct {
+	url       string
+	textBytes int
 }
 
 // SyncPages starts reading the states set aside for the pass of epoch.
@@ -54,28 +59,37 @@ func (s *State) SyncPages(epoch uint64) *SyncPages { return &SyncPages{s: s, epo
 
 // Next returns the states of up to limit urls, fewer once their texts reach
 // maxBytes (0: no bound; the state that crosses it is included); last says
-// that no others are left. The texts' sizes are read first, so that a page
-// of large documents never travels.
+// that no others are left. The sizes come with the urls, so a page of large
+// documents never travels.
 func (p *SyncPages) Next(ctx context.Context, limit, maxBytes int) (states []document.Document, last bool, err error) {
 	s := p.s
 	for len(p.urls) < limit && !(p.walked && p.cursor == 0) {
-		entry, err := s.client.Do(ctx, s.client.B().Sscan().Key(s.syncingKey).Cursor(p.cursor).Count(int64(limit)).Build()).AsScanEntry()
+		entry, err := s.client.Do(ctx, s.client.B().Hscan().Key(s.syncingKey).Cursor(p.cursor).Count(int64(limit)).Build()).AsScanEntry()
 		if err != nil {
 			return nil, false, fmt.Errorf("state: list urls to sync of partition %d: %w", s.opts.Partition, err)
 		}
-		p.urls = append(p.urls, entry.Elements...)
+		for i := 0; i+1 < len(entry.Elements); i += 2 {
+			n, err := strconv.Atoi(entry.Elements[i+1])
+			if err != nil {
+				return nil, false, fmt.Errorf("state: the size of %q to sync of partition %d: %w", entry.Elements[i], s.opts.Partition, err)
+			}
+			p.urls = append(p.urls, pending{url: entry.Elements[i], textBytes: n})
+		}
 		p.cursor, p.walked = entry.Cursor, true
 	}
-	urls := p.urls[:min(limit, len(p.urls))]
-	if maxBytes > 0 && len(urls) > 1 {
-		if urls, err = s.withinBytes(ctx, urls, maxBytes); err != nil {
-			return nil, false, err
-		}
+	n, bytes := 0, 0
+	for n < min(limit, len(p.urls)) && (maxBytes <= 0 || bytes < maxBytes) {
+		bytes += p.urls[n].textBytes
+		n++
+	}
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = p.urls[i].url
 	}
 	if states, err = s.read(ctx, p.epoch, urls); err != nil {
 		return nil, false, err
 	}
-	p.urls = p.urls[len(urls):]
+	p.urls = p.urls[n:]
 	return states, p.cursor == 0 && len(p.urls) == 0, nil
 }
 
@@ -86,72 +100,34 @@ func (s *State) read(ctx context.Context, epoch uint64, urls []string) ([]docume
 		_, err := s.fencedRead(ctx, "read states to sync", epoch, nil)
 		return nil, err
 	}
-	numbers, texts := make([]string, len(urls)), make([]string, len(urls))
+	keys := make([]string, len(urls))
 	for i, url := range urls {
-		numbers[i], texts[i] = s.numbersKey(url), s.textKey(url)
+		keys[i] = s.stateKey(url)
 	}
-	res, err := s.fencedRead(ctx, "read states to sync", epoch,
-		rueidis.Commands{s.client.B().Mget().Key(numbers...).Build(), s.client.B().Mget().Key(texts...).Build()})
+	res, err := s.fencedRead(ctx, "read states to sync", epoch, rueidis.Commands{s.client.B().Mget().Key(keys...).Build()})
 	if err != nil {
 		return nil, err
 	}
-	numberValues, err1 := res[0].ToArray()
-	textValues, err2 := res[1].ToArray()
-	if err1 != nil || err2 != nil || len(numberValues) != len(urls) || len(textValues) != len(urls) {
-		return nil, fmt.Errorf("state: read states to sync of partition %d: %d and %d values for %d urls (%v, %v)",
-			s.opts.Partition, len(numberValues), len(textValues), len(urls), err1, err2)
+	values, err := res[0].ToArray()
+	if err != nil || len(values) != len(urls) {
+		return nil, fmt.Errorf("state: read states to sync of partition %d: %d values for %d urls (%v)", s.opts.Partition, len(values), len(urls), err)
 	}
 	states := make([]document.Document, len(urls))
 	for i, url := range urls {
-		n, err1 := numberValues[i].ToString()
-		t, err2 := textValues[i].ToString()
-		if rueidis.IsRedisNil(err1) || rueidis.IsRedisNil(err2) {
+		raw, err := values[i].ToString()
+		if rueidis.IsRedisNil(err) {
 			// Dirty states never expire: only eviction removes one.
 			return nil, fmt.Errorf("state: read states to sync of partition %d: %w: the state of %q is missing (evicted? docexec needs a maxmemory-policy that keeps keys without a TTL)",
 				s.opts.Partition, fencing.ErrLost, url)
 		}
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("state: read the state of %q: %w", url, err)
+		if err == nil {
+			states[i], err = decodeState(url, raw)
 		}
-		states[i] = document.Document{URL: url, Text: t}
-		if _, err := decodeNumbers(url, n, &states[i]); err != nil {
-			return nil, fmt.Errorf("state: %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("state: read the state of %q: %w", url, err)
 		}
 	}
 	return states, nil
-}
-
-// withinBytes returns the first urls whose texts reach maxBytes (the one
-// that crosses it included), from the sizes their numbers record. A state
-// missing here counts nothing: the read that follows finds it missing.
-func (s *State) withinBytes(ctx context.Context, urls []string, maxBytes int) ([]string, error) {
-	keys := make([]string, len(urls))
-	for i, url := range urls {
-		keys[i] = s.numbersKey(url)
-	}
-	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
-	if err != nil {
-		return nil, fmt.Errorf("state: size the texts to sync of partition %d: %w", s.opts.Partition, err)
-	}
-	bytes := 0
-	for i, v := range vals {
-		raw, err := v.ToString()
-		if rueidis.IsRedisNil(err) {
-			continue
-		}
-		var d document.Document
-		n := 0
-		if err == nil {
-			n, err = decodeNumbers(urls[i], raw, &d)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("state: size the texts to sync of partition %d: %w", s.opts.Partition, err)
-		}
-		if bytes += n; bytes >= maxBytes {
-			return urls[:i+1], nil
-		}
-	}
-	return urls, nil
 }
 
 // MarkClean ends the sync of states that SyncPages returned and PostgreSQL
@@ -182,25 +158,24 @@ func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Doc
 			if seconds == 0 {
 				return nil
 			}
-			return rueidis.Commands{rb.Smismember().Key(s.dirtyKey).Member(urls...).Build()}
+			return rueidis.Commands{rb.Hmget().Key(s.dirtyKey).Field(urls...).Build()}
 		},
 		writes: func(rb rueidis.Builder, read []rueidis.RedisResult) (rueidis.Commands, error) {
-			writes := rueidis.Commands{rb.Srem().Key(s.syncingKey).Member(urls...).Build()}
+			writes := rueidis.Commands{rb.Hdel().Key(s.syncingKey).Field(urls...).Build()}
 			if seconds == 0 {
 				return writes, nil
 			}
 			// They may expire now, unless changed again since (then they
 			// are dirty, and dirty states never expire). An expired key is
 			// no longer proof that a url is new.
-			dirty, err := read[0].AsIntSlice()
+			dirty, err := read[0].ToArray()
 			if err != nil || len(dirty) != len(urls) {
 				return nil, fmt.Errorf("read which are dirty: %d of %d, %w", len(dirty), len(urls), err)
 			}
 			writes = append(writes, rb.Hdel().Key(s.metaKey).Field("complete").Build())
 			for i, url := range urls {
-				if dirty[i] == 0 {
-					writes = append(writes, rb.Expire().Key(s.numbersKey(url)).Seconds(seconds).Build(),
-						rb.Expire().Key(s.textKey(url)).Seconds(seconds).Build())
+				if dirty[i].IsNil() {
+					writes = append(writes, rb.Expire().Key(s.stateKey(url)).Seconds(seconds).Build())
 				}
 			}
 			return writes, nil
@@ -224,7 +199,7 @@ func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Doc
 func (s *State) DirtyCount(ctx context.Context) (int64, error) {
 	var n int64
 	for _, key := range []string{s.dirtyKey, s.syncingKey} {
-		c, err := s.client.Do(ctx, s.client.B().Scard().Key(key).Build()).AsInt64()
+		c, err := s.client.Do(ctx, s.client.B().Hlen().Key(key).Build()).AsInt64()
 		if err != nil {
 			return 0, fmt.Errorf("state: count dirty urls of partition %d: %w", s.opts.Partition, err)
 		}
@@ -252,28 +227,25 @@ func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Do
 	if len(urls) == 0 {
 		return out, nil
 	}
-	keys := make([]string, 0, 2*len(urls))
-	for _, url := range urls {
-		keys = append(keys, s.numbersKey(url), s.textKey(url))
+	keys := make([]string, len(urls))
+	for i, url := range urls {
+		keys[i] = s.stateKey(url)
 	}
 	vals, err := s.client.Do(ctx, s.client.B().Mget().Key(keys...).Build()).ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("state: read %d states of partition %d: %w", len(urls), s.opts.Partition, err)
 	}
 	for i, url := range urls {
-		numbers, err := vals[2*i].ToString()
+		raw, err := vals[i].ToString()
 		if rueidis.IsRedisNil(err) {
 			continue
 		}
-		text, err2 := vals[2*i+1].ToString()
-		if err != nil || err2 != nil {
-			return nil, fmt.Errorf("state: read state of %q: %v, %v", url, err, err2)
+		if err == nil {
+			out[url], err = decodeState(url, raw)
 		}
-		d := document.Document{URL: url, Text: text}
-		if _, err := decodeNumbers(url, numbers, &d); err != nil {
-			return nil, fmt.Errorf("state: %w", err)
+		if err != nil {
+			return nil, fmt.Errorf("state: read state of %q: %w", url, err)
 		}
-		out[url] = d
 	}
 	return out, nil
 }

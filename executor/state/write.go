@@ -11,7 +11,7 @@ import (
 )
 
 // Commit writes a prepared batch in one fenced step: its states, their urls
-// in the dirty set, the applied offset and its Output. Retried after an
+// in the dirty hash, the applied offset and its Output. Retried after an
 // error that may pass, it writes the same again.
 func (s *State) Commit(ctx context.Context, b *Batch) error {
 	watch := []string{s.metaKey}
@@ -71,37 +71,37 @@ func (s *State) batchWrites(rb rueidis.Builder, b *Batch, read []rueidis.RedisRe
 		cmds = append(cmds, rb.Hdel().Key(s.metaKey).Field("complete").Build())
 	}
 	ttl := int64(s.opts.CleanTTL.Seconds())
-	// Written states are dirty: SET drops any TTL, and a text kept as it
-	// was loses the TTL it had as a clean state.
+	// Written states are dirty: SET drops any TTL, and a state whose
+	// numbers alone change loses the TTL it had as a clean state.
 	values := rb.Mset().KeyValue()
 	pairs := 0
-	urls := make([]string, 0, len(b.writes))
+	dirty := rb.Hset().Key(s.dirtyKey).FieldValue()
 	for _, w := range b.writes {
-		values = values.KeyValue(s.numbersKey(w.doc.URL), encodeNumbers(w.doc, w.textBytes))
-		pairs++
 		if w.writeText {
-			values = values.KeyValue(s.textKey(w.doc.URL), w.doc.Text)
+			values = values.KeyValue(s.stateKey(w.doc.URL), encodeState(w.doc))
 			pairs++
-		} else if ttl > 0 {
-			cmds = append(cmds, rb.Persist().Key(s.textKey(w.doc.URL)).Build())
+		} else {
+			cmds = append(cmds, rb.Setrange().Key(s.stateKey(w.doc.URL)).Offset(0).Value(encodeNumbers(w.doc, w.textBytes)).Build())
+			if ttl > 0 {
+				cmds = append(cmds, rb.Persist().Key(s.stateKey(w.doc.URL)).Build())
+			}
 		}
-		urls = append(urls, w.doc.URL)
+		dirty = dirty.FieldValue(w.doc.URL, strconv.Itoa(w.textBytes))
 	}
 	// States read from PostgreSQL and left unchanged are cached clean.
 	for _, d := range b.cached {
 		if ttl > 0 {
-			cmds = append(cmds, rb.Set().Key(s.numbersKey(d.URL)).Value(encodeNumbers(d, len(d.Text))).ExSeconds(ttl).Build(),
-				rb.Set().Key(s.textKey(d.URL)).Value(d.Text).ExSeconds(ttl).Build())
+			cmds = append(cmds, rb.Set().Key(s.stateKey(d.URL)).Value(encodeState(d)).ExSeconds(ttl).Build())
 			continue
 		}
-		values = values.KeyValue(s.numbersKey(d.URL), encodeNumbers(d, len(d.Text))).KeyValue(s.textKey(d.URL), d.Text)
-		pairs += 2
+		values = values.KeyValue(s.stateKey(d.URL), encodeState(d))
+		pairs++
 	}
 	if pairs > 0 {
 		cmds = append(cmds, values.Build())
 	}
-	if len(urls) > 0 {
-		cmds = append(cmds, rb.Sadd().Key(s.dirtyKey).Member(urls...).Build())
+	if len(b.writes) > 0 {
+		cmds = append(cmds, dirty.Build())
 	}
 	// The applied offset never goes back (a replay re-applies lower
 	// offsets): everything below it is applied.

@@ -37,20 +37,14 @@ import (
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/cli"
 	"github.com/docexec/docexec/internal/memlimit"
 	"github.com/docexec/docexec/internal/redact"
 )
 
-// Exit codes of Main.
-const (
-	ExitOK     = 0
-	ExitFailed = 1
-	ExitUsage  = 2
-)
-
 // ErrConfig marks an error that only a change of configuration (or of the
-// Kafka topics it names) can fix: the process exits ExitUsage. Every other
-// error is waited out.
+// Kafka topics it names) can fix: the process exits cli.ExitUsage. Every
+// other error is waited out.
 var ErrConfig = errors.New("configuration error")
 
 // Main runs the executor with args (flags) until ctx ends, and returns the
@@ -62,36 +56,24 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		fs := config.FlagSet(&cfg)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
-		return ExitUsage
+		return cli.ExitUsage
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "docexec executor: invalid configuration: %v\n", err)
-		return ExitUsage
+		return cli.Usage(stderr, "executor", fmt.Errorf("invalid configuration: %w", err))
 	}
-	log := NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
+	log := cli.NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
 	klog.SetSlogLogger(log) // client-go's election logs, in the same format
 	log.Info("Go heap's soft memory limit", "limit", memlimit.Set())
 	err = run(ctx, cfg, log)
 	switch {
 	case errors.Is(err, ErrConfig):
 		log.Error("Executor stopped: invalid configuration", "err", err)
-		return ExitUsage
+		return cli.ExitUsage
 	case err != nil:
 		log.Error("Executor stopped", "err", err)
-		return ExitFailed
+		return cli.ExitFailed
 	}
-	return ExitOK
-}
-
-// NewLogger returns the structured logger of a log format, which masks
-// secrets wherever they appear (errors of libraries quote what they were
-// given).
-func NewLogger(w io.Writer, format string, secrets ...string) *slog.Logger {
-	var h slog.Handler = slog.NewJSONHandler(w, nil)
-	if format == "text" {
-		h = slog.NewTextHandler(w, nil)
-	}
-	return slog.New(redact.New(secrets...).Handler(h))
+	return cli.ExitOK
 }
 
 // run serves HTTP at once, then connects to Redis, PostgreSQL and Kafka —

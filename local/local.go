@@ -39,6 +39,7 @@ import (
 	"github.com/docexec/docexec/executor/metrics"
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/cli"
 	"github.com/docexec/docexec/internal/redact"
 )
 
@@ -99,19 +100,15 @@ func parse(args []string, stderr io.Writer) (options, error) {
 // Main runs local mode and returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	o, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return executor.ExitUsage
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "docexec local: %v\n", err)
-		return executor.ExitUsage
+		return cli.Usage(stderr, "local", err)
 	}
-	log := executor.NewLogger(stderr, o.logFormat, redact.DSN(o.postgres)...)
+	log := cli.NewLogger(stderr, o.logFormat, redact.DSN(o.postgres)...)
 	if err := run(ctx, o, stdin, stdout, stderr, log); err != nil {
 		log.Error("Local pipeline failed", "err", err)
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
-	return executor.ExitOK
+	return cli.ExitOK
 }
 
 // run is one local pipeline: the servers, the collectors of its output, the

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/docexec/docexec/executor"
+	"github.com/docexec/docexec/internal/cli"
 	"github.com/docexec/docexec/local"
 	"github.com/docexec/docexec/manager"
 )
@@ -27,7 +28,7 @@ Run "docexec <command> -h" for a command's flags.
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
-		os.Exit(executor.ExitUsage)
+		os.Exit(cli.ExitUsage)
 	}
 	// SIGTERM and SIGINT end the context: finish the batch, publish, sync, exit.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -46,7 +47,7 @@ func main() {
 		fmt.Fprint(os.Stdout, usage)
 	default:
 		fmt.Fprintf(os.Stderr, "docexec: unknown command %q\n\n%s", os.Args[1], usage)
-		code = executor.ExitUsage
+		code = cli.ExitUsage
 	}
 	stop()
 	os.Exit(code)

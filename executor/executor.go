@@ -1,6 +1,9 @@
-// Package executor is the `docexec executor` process: it serves one
-// partition of a pool (see package pipeline) and exposes /healthz, /readyz
-// and Prometheus /metrics.
+// Package executor is the `docexec executor` command: it loads the
+// configuration, connects to Redis, PostgreSQL and Kafka (waiting out any
+// of them being away), runs one partition of a pool (see package
+// partition), elected by its Lease when the configuration names one, and
+// exposes /healthz, /readyz and Prometheus /metrics. The packages below it
+// are the partition's parts, which `docexec local` runs too.
 package executor
 
 import (
@@ -27,31 +30,23 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
-	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/config"
-	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
+	"github.com/docexec/docexec/executor/partition"
 	"github.com/docexec/docexec/executor/pipeline"
-	"github.com/docexec/docexec/executor/state"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/cli"
 	"github.com/docexec/docexec/internal/memlimit"
 	"github.com/docexec/docexec/internal/redact"
 )
 
-// Exit codes of Main.
-const (
-	ExitOK     = 0
-	ExitFailed = 1
-	ExitUsage  = 2
-)
-
-// ErrConfig marks an error that only a change of configuration (or of the
-// Kafka topics it names) can fix: the process exits ExitUsage. Every other
-// error is waited out.
-var ErrConfig = errors.New("configuration error")
+// errConfig marks an error that only a change of configuration (or of the
+// Kafka topics it names) can fix: the process exits cli.ExitUsage. Every
+// other error is waited out.
+var errConfig = errors.New("configuration error")
 
 // Main runs the executor with args (flags) until ctx ends, and returns the
 // process exit code.
@@ -62,36 +57,24 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		fs := config.FlagSet(&cfg)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
-		return ExitUsage
+		return cli.ExitUsage
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "docexec executor: invalid configuration: %v\n", err)
-		return ExitUsage
+		return cli.Usage(stderr, "executor", fmt.Errorf("invalid configuration: %w", err))
 	}
-	log := NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
+	log := cli.NewLogger(stderr, cfg.LogFormat, cfg.Secrets()...)
 	klog.SetSlogLogger(log) // client-go's election logs, in the same format
 	log.Info("Go heap's soft memory limit", "limit", memlimit.Set())
 	err = run(ctx, cfg, log)
 	switch {
-	case errors.Is(err, ErrConfig):
+	case errors.Is(err, errConfig):
 		log.Error("Executor stopped: invalid configuration", "err", err)
-		return ExitUsage
+		return cli.ExitUsage
 	case err != nil:
 		log.Error("Executor stopped", "err", err)
-		return ExitFailed
+		return cli.ExitFailed
 	}
-	return ExitOK
-}
-
-// NewLogger returns the structured logger of a log format, which masks
-// secrets wherever they appear (errors of libraries quote what they were
-// given).
-func NewLogger(w io.Writer, format string, secrets ...string) *slog.Logger {
-	var h slog.Handler = slog.NewJSONHandler(w, nil)
-	if format == "text" {
-		h = slog.NewTextHandler(w, nil)
-	}
-	return slog.New(redact.New(secrets...).Handler(h))
+	return cli.ExitOK
 }
 
 // run serves HTTP at once, then connects to Redis, PostgreSQL and Kafka —
@@ -138,17 +121,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		return err // a configuration error, or stopped while connecting
 	}
 	defer conns.close()
-	exec, err := NewPipeline(cfg, conns.redis, pipeline.Deps{
+	exec, err := partition.NewPipeline(cfg, conns.redis, pipeline.Deps{
 		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
 		// The pool's name: its namespace is the scraped pod's.
 		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrConfig, err)
+		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	elector, err := newElector(cfg, log)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrConfig, err)
+		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	ready.set(func() []string {
 		if problems := h.Problems(); len(problems) > 0 {
@@ -173,7 +156,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		}
 		return problems
 	})
-	return Lead(ctx, exec, elector, time.Duration(cfg.Leader.RetryPeriod), log, h)
+	return partition.Lead(ctx, exec, elector, time.Duration(cfg.Leader.RetryPeriod), log, h)
 }
 
 // topologyGrace is how long topics may look unfit at start before the
@@ -202,7 +185,7 @@ func (c *connections) close() {
 // connect opens Redis, PostgreSQL (migrating its schema) and Kafka
 // (checking the topics), each retried with a capped backoff until it works:
 // a server may be away for minutes. It returns nil connections when ctx
-// ends first, and an ErrConfig error when the topics cannot serve the
+// ends first, and an errConfig error when the topics cannot serve the
 // partition.
 func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connections, error) {
 	c := &connections{}
@@ -211,11 +194,11 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 		open      func(context.Context) error
 	}{
 		{"redis", func(context.Context) (err error) {
-			c.redis, err = rueidis.NewClient(RedisOptions(cfg.Redis))
+			c.redis, err = rueidis.NewClient(partition.RedisOptions(cfg.Redis))
 			return err
 		}},
 		{"postgres", func(ctx context.Context) error {
-			st, err := store.OpenPostgres(ctx, cfg.Postgres.DSN, StoreOptions(cfg))
+			st, err := store.OpenPostgres(ctx, cfg.Postgres.DSN, partition.StoreOptions(cfg))
 			if err == nil {
 				if err = st.Migrate(ctx); err != nil {
 					st.Close()
@@ -254,7 +237,7 @@ func connect(ctx context.Context, cfg config.Config, h *health.Health) (*connect
 				}
 				if time.Since(unfitSince) >= topologyGrace {
 					c.close()
-					return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+					return nil, fmt.Errorf("%w: %w", errConfig, err)
 				}
 			}
 			h.Set(step.component, err)
@@ -316,100 +299,6 @@ func kubeConfig() (*rest.Config, error) {
 		return c, nil
 	}
 	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
-}
-
-// Lead runs the partition: at once without an elector, else in terms of
-// leadership, standing by in between. A term that ends — fenced by a newer
-// leader, its Lease lost, or failed (a server away, a producer sarama gave
-// up on) — is followed by another after a pause that grows while terms
-// keep failing; only ctx (SIGTERM) ends Lead, after the current term's
-// graceful stop.
-func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, pause time.Duration, log *slog.Logger, h *health.Health) error {
-	backoff := health.Backoff{Min: pause, Max: 30 * time.Second}
-	for {
-		led, err := true, error(nil)
-		if elector == nil {
-			err = exec.Run(ctx)
-		} else {
-			led, err = elector.Lead(ctx, exec.Run)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		switch action := fencing.Classify(err); {
-		case err == nil:
-			if led {
-				backoff.Reset()
-				log.Info("Stepped down; standing by")
-			}
-		case action == fencing.Recover:
-			// Recovered by a new term, at once: if the Lease still says so.
-			backoff.Reset()
-			log.Warn("Lost the partition's state in Redis, or Redis went back in time; a new term recovers it from PostgreSQL and Kafka", "err", err)
-		case action == fencing.StandBy:
-			if elector == nil {
-				log.Error("Fenced: another executor claimed the partition, and without leader.lease nothing elects between them; retrying", "err", err)
-			} else {
-				backoff.Reset()
-				log.Warn("Fenced by a newer leader; standing by", "err", err)
-			}
-		case action == fencing.StepDown:
-			backoff.Reset()
-			log.Warn("The term ended badly after its Lease was lost; standing by", "err", err)
-		default:
-			// Logged once until a term processes again (which clears it).
-			h.Set(pipeline.HealthTerm, err)
-		}
-		wait := backoff.Next()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
-}
-
-// RedisOptions are the options of the Redis client of an executor.
-func RedisOptions(cfg config.Redis) rueidis.ClientOption {
-	return rueidis.ClientOption{
-		InitAddress: cfg.Addresses, Username: cfg.Username, Password: cfg.Password,
-		DisableCache: true, // the executor is the only writer of its keys
-		// rueidis would retry reads while Redis is away, for as long as it
-		// takes and silently; the executor's own retries say so.
-		DisableRetry: true,
-	}
-}
-
-// StoreOptions are the options of an executor's store.
-func StoreOptions(cfg config.Config) store.Options {
-	return store.Options{Table: cfg.Postgres.Table, BatchSize: cfg.Sync.BatchSize}
-}
-
-// NewPipeline builds the partition's executor from the configuration, the
-// one place that maps it to the pipeline's options, codec and state in
-// Redis: `docexec executor` and `docexec local` run the same settings.
-// deps bring the rest (their State and Codec are set here).
-func NewPipeline(cfg config.Config, redis rueidis.Client, deps pipeline.Deps) (*pipeline.Executor, error) {
-	c, err := codec.New(cfg.Kafka.Format)
-	if err != nil {
-		return nil, err
-	}
-	deps.Codec = c
-	deps.State = state.New(redis, state.Options{Pool: cfg.Identity(), Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
-		PartitionCount: deps.Kafka.PartitionCount(cfg.Kafka.InputTopic)})
-	return pipeline.New(PipelineOptions(cfg), deps), nil
-}
-
-// PipelineOptions are the options of the partition's pipeline.
-func PipelineOptions(cfg config.Config) pipeline.Options {
-	return pipeline.Options{
-		Pool: cfg.Identity(), Partition: cfg.Partition,
-		InputTopic: cfg.Kafka.InputTopic, OutputTopic: cfg.Kafka.OutputTopic, DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
-		Group: cfg.Kafka.Group, StartOffset: cfg.Kafka.StartOffset,
-		BatchSize: cfg.Batch.Size, BatchBytes: cfg.Batch.MaxBytes, BatchWait: time.Duration(cfg.Batch.MaxWait),
-		SyncInterval: time.Duration(cfg.Sync.Interval), SyncBatch: cfg.Sync.BatchSize,
-		ShutdownTimeout: time.Duration(cfg.ShutdownTimeout),
-	}
 }
 
 // Handler serves /healthz (the process runs), /readyz (ready when

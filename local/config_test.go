@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docexec/docexec/executor"
 	"github.com/docexec/docexec/executor/config"
+	"github.com/docexec/docexec/executor/partition"
 )
 
 // TestLocalExecutorsRunTheExecutorDefaults: local mode's executors run with
@@ -54,7 +54,7 @@ func TestLocalExecutorsRunTheExecutorDefaults(t *testing.T) {
 		}
 		for i, e := range x.all {
 			want.Partition = int32(i / o.replicas)
-			if got, want := e.Options(), executor.PipelineOptions(want); got != want {
+			if got, want := e.Options(), partition.PipelineOptions(want); got != want {
 				t.Errorf("%v: executor %d runs with\n%+v\nwant\n%+v", args, i, got, want)
 			}
 		}

@@ -30,15 +30,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/docexec/docexec/executor"
 	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/config"
 	"github.com/docexec/docexec/executor/health"
 	"github.com/docexec/docexec/executor/kafka"
 	"github.com/docexec/docexec/executor/leader"
 	"github.com/docexec/docexec/executor/metrics"
+	"github.com/docexec/docexec/executor/partition"
 	"github.com/docexec/docexec/executor/pipeline"
 	"github.com/docexec/docexec/executor/store"
+	"github.com/docexec/docexec/internal/cli"
 	"github.com/docexec/docexec/internal/redact"
 )
 
@@ -99,19 +100,15 @@ func parse(args []string, stderr io.Writer) (options, error) {
 // Main runs local mode and returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	o, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return executor.ExitUsage
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "docexec local: %v\n", err)
-		return executor.ExitUsage
+		return cli.Usage(stderr, "local", err)
 	}
-	log := executor.NewLogger(stderr, o.logFormat, redact.DSN(o.postgres)...)
+	log := cli.NewLogger(stderr, o.logFormat, redact.DSN(o.postgres)...)
 	if err := run(ctx, o, stdin, stdout, stderr, log); err != nil {
 		log.Error("Local pipeline failed", "err", err)
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
-	return executor.ExitOK
+	return cli.ExitOK
 }
 
 // run is one local pipeline: the servers, the collectors of its output, the
@@ -223,13 +220,13 @@ func startServers(ctx context.Context, o options, log *slog.Logger) (_ *servers,
 	if s.partitions, err = ensureTopics(s.kafka, int32(o.partitions), log); err != nil {
 		return nil, err
 	}
-	opt := executor.RedisOptions(s.cfg.Redis)
+	opt := partition.RedisOptions(s.cfg.Redis)
 	opt.ForceSingleClient = o.redis == "" // miniredis refuses client tracking and cross-slot checks
 	if s.redis, err = rueidis.NewClient(opt); err != nil {
 		return nil, fmt.Errorf("connect to Redis: %w", err)
 	}
 	s.stops = append(s.stops, s.redis.Close)
-	st, closeStore, err := openStore(ctx, o, executor.StoreOptions(s.cfg))
+	st, closeStore, err := openStore(ctx, o, partition.StoreOptions(s.cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -271,14 +268,14 @@ func startExecutors(ctx context.Context, o options, s *servers, log *slog.Logger
 		// stand by, as pods do with the partition's Lease.
 		lock := leader.NewLocal(&x.handovers)
 		for range o.replicas {
-			exec, err := executor.NewPipeline(cfg, s.redis, pipeline.Deps{
+			exec, err := partition.NewPipeline(cfg, s.redis, pipeline.Deps{
 				KafkaConfig: cfg.Kafka.Config, Kafka: s.kafka, Store: s.store, Metrics: part, Log: log, Health: h})
 			if err != nil {
 				x.stop() //nolint:errcheck // the error is this one
 				return nil, err
 			}
 			x.all = append(x.all, exec)
-			x.group.Go(func() error { return executor.Lead(runCtx, exec, lock, time.Duration(cfg.Leader.RetryPeriod), log, h) })
+			x.group.Go(func() error { return partition.Lead(runCtx, exec, lock, time.Duration(cfg.Leader.RetryPeriod), log, h) })
 		}
 	}
 	return x, nil

@@ -28,7 +28,7 @@ import (
 
 	docexecv1 "github.com/docexec/docexec/api/v1alpha1"
 	"github.com/docexec/docexec/controllers"
-	"github.com/docexec/docexec/executor"
+	"github.com/docexec/docexec/internal/cli"
 	"github.com/docexec/docexec/internal/memlimit"
 )
 
@@ -60,11 +60,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return executor.ExitUsage
-		}
-		fmt.Fprintf(stderr, "docexec manager: %v\n", err)
-		return executor.ExitUsage
+		return cli.Usage(stderr, "manager", err)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts), zap.WriteTo(stderr)))
 	log := ctrl.Log.WithName("manager")
@@ -74,12 +70,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		log.Error(err, "Found no Kubernetes configuration")
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
 	if *leaderElect && *electionNamespace == "" {
 		if *electionNamespace, err = outOfClusterNamespace(); err != nil {
 			log.Error(err, "Found no namespace for the leader election Lease: set --leader-election-namespace")
-			return executor.ExitFailed
+			return cli.ExitFailed
 		}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -110,7 +106,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error(err, "Failed to create the manager")
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
 	r := &controllers.DocExecutorPoolReconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("docexec-operator"),
@@ -118,22 +114,22 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Failed to set up the DocExecutorPool controller")
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		log.Error(err, "Failed to add the health check")
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		log.Error(err, "Failed to add the ready check")
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
 	log.Info("Operator started", "executorImage", *image)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Operator stopped")
-		return executor.ExitFailed
+		return cli.ExitFailed
 	}
-	return executor.ExitOK
+	return cli.ExitOK
 }
 
 // stopNoiseErr is what controller-runtime (v0.25) may log at error level

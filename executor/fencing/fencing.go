@@ -2,7 +2,7 @@
 // partition, and says what it must do about each. Package state (Redis),
 // store (PostgreSQL), kafka (the transactional producer) and leader (the
 // Lease) wrap these errors with their cause; pipeline, syncer and
-// executor.Lead ask Classify what an error means instead of matching each
+// partition.Lead ask Classify what an error means instead of matching each
 // package's errors themselves.
 package fencing
 

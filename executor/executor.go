@@ -121,7 +121,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		return err // a configuration error, or stopped while connecting
 	}
 	defer conns.close()
-	exec, err := partition.NewPipeline(cfg, conns.redis, pipeline.Deps{
+	exec, err := partition.NewEngine(cfg, conns.redis, pipeline.Deps{
 		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
 		// The pool's name: its namespace is the scraped pod's.
 		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),

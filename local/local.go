@@ -248,7 +248,7 @@ type executors struct {
 	group     *errgroup.Group
 	failed    context.Context // ends when the run's context does or one fails
 	cancel    context.CancelFunc
-	all       []*pipeline.Executor
+	all       []*pipeline.Engine
 	handovers atomic.Int64
 }
 
@@ -268,7 +268,7 @@ func startExecutors(ctx context.Context, o options, s *servers, log *slog.Logger
 		// stand by, as pods do with the partition's Lease.
 		lock := leader.NewLocal(&x.handovers)
 		for range o.replicas {
-			exec, err := partition.NewPipeline(cfg, s.redis, pipeline.Deps{
+			exec, err := partition.NewEngine(cfg, s.redis, pipeline.Deps{
 				KafkaConfig: cfg.Kafka.Config, Kafka: s.kafka, Store: s.store, Metrics: part, Log: log, Health: h})
 			if err != nil {
 				x.stop() //nolint:errcheck // the error is this one

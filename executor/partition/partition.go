@@ -29,14 +29,14 @@ import (
 // up on) — is followed by another after a pause that grows while terms
 // keep failing; only ctx (SIGTERM) ends Lead, after the current term's
 // graceful stop.
-func Lead(ctx context.Context, exec *pipeline.Executor, elector leader.Elector, pause time.Duration, log *slog.Logger, h *health.Health) error {
+func Lead(ctx context.Context, engine *pipeline.Engine, elector leader.Elector, pause time.Duration, log *slog.Logger, h *health.Health) error {
 	backoff := health.Backoff{Min: pause, Max: 30 * time.Second}
 	for {
 		led, err := true, error(nil)
 		if elector == nil {
-			err = exec.Run(ctx)
+			err = engine.Run(ctx)
 		} else {
-			led, err = elector.Lead(ctx, exec.Run)
+			led, err = elector.Lead(ctx, engine.Run)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -90,11 +90,11 @@ func StoreOptions(cfg config.Config) store.Options {
 	return store.Options{Table: cfg.Postgres.Table, BatchSize: cfg.Sync.BatchSize}
 }
 
-// NewPipeline builds the partition's executor from the configuration, the
+// NewEngine builds the partition's pipeline engine from the configuration, the
 // one place that maps it to the pipeline's options, codec and state in
 // Redis: `docexec executor` and `docexec local` run the same settings.
 // deps bring the rest (their State and Codec are set here).
-func NewPipeline(cfg config.Config, redis rueidis.Client, deps pipeline.Deps) (*pipeline.Executor, error) {
+func NewEngine(cfg config.Config, redis rueidis.Client, deps pipeline.Deps) (*pipeline.Engine, error) {
 	c, err := codec.New(cfg.Kafka.Format)
 	if err != nil {
 		return nil, err

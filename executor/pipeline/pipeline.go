@@ -1,14 +1,14 @@
 // Package pipeline runs one partition: read → process → write goroutines
 // joined by bounded channels, plus the sync to PostgreSQL.
 //
-//   - read/process: messages are batched by size and time, decoded, merged
-//     by the leader and written to Redis in one fenced script call per batch,
-//     with the batch's output (state);
+//   - read/process: messages are batched by size and time (kafka), decoded,
+//     merged by the leader and written to Redis in one fenced transaction per
+//     batch, with the batch's output (state);
 //   - write: each batch's changed states and dead letters go to Kafka in one
 //     transaction that also commits the batch's offset (kafka);
 //   - sync: dirty states move to PostgreSQL every interval (syncer).
 //
-// Redis runs a few batches ahead of Kafka. Where an executor resumes, and
+// Redis runs a few batches ahead of Kafka. Where an Engine resumes, and
 // what it emits, follows from the group's committed offset C (published),
 // the applied offset R in Redis (or, after a Redis loss, PostgreSQL's
 // watermark W, from which state is rebuilt) and the configured start. When
@@ -100,7 +100,7 @@ type Store interface {
 	Empty(ctx context.Context) (bool, error)
 }
 
-// Deps are the connections an Executor uses; their owner closes them.
+// Deps are the connections an Engine uses; their owner closes them.
 type Deps struct {
 	KafkaConfig kafka.Config
 	Kafka       *kafka.Client
@@ -113,12 +113,16 @@ type Deps struct {
 	Health *health.Health
 }
 
-// Executor processes one partition.
-type Executor struct {
+// Engine is the data path of one partition: it runs the partition's terms
+// (Run), each a claim, the read → process → write goroutines and the sync.
+// A process runs one per partition it serves (docexec executor one, docexec
+// local one per replica of each partition); who leads is decided outside
+// (partition.Lead).
+type Engine struct {
 	opts  Options
 	deps  Deps
 	ready atomic.Bool
-	// counts add up what the executor did in all its terms, for Counts.
+	// counts add up what the engine did in all its terms, for Counts.
 	counts struct{ in, emitted, unchanged, deadLettered atomic.Int64 }
 	// published is the offset Kafka committed last in this term: recorded
 	// outputs up to it are dropped by the next write.
@@ -126,7 +130,7 @@ type Executor struct {
 }
 
 // New returns an executor of opts' partition; zero options take defaults.
-func New(opts Options, deps Deps) *Executor {
+func New(opts Options, deps Deps) *Engine {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultBatchSize
 	}
@@ -146,16 +150,16 @@ func New(opts Options, deps Deps) *Executor {
 		opts.StartOffset = kafka.Earliest
 	}
 	deps.Log = deps.Log.With("pool", opts.Pool, "partition", opts.Partition)
-	return &Executor{opts: opts, deps: deps}
+	return &Engine{opts: opts, deps: deps}
 }
 
 // Ready reports whether the executor is processing its partition.
-func (e *Executor) Ready() bool { return e.ready.Load() }
+func (e *Engine) Ready() bool { return e.ready.Load() }
 
-// Options returns the options the executor runs with, defaults applied.
-func (e *Executor) Options() Options { return e.opts }
+// Options returns the options the engine runs with, defaults applied.
+func (e *Engine) Options() Options { return e.opts }
 
-// Counts are what an executor did in all its terms, for whoever runs it in
+// Counts are what an engine did in all its terms, for whoever runs it in
 // the same process to report (docexec local's progress and summary). The
 // Prometheus metrics count the same for observation; nothing reads them
 // back.
@@ -168,20 +172,20 @@ type Counts struct {
 	Emitted, DeadLettered int64
 }
 
-// Plus returns the sum of c and o: the counts of two executors.
+// Plus returns the sum of c and o: the counts of two engines.
 func (c Counts) Plus(o Counts) Counts {
 	return Counts{In: c.In + o.In, Unchanged: c.Unchanged + o.Unchanged, Emitted: c.Emitted + o.Emitted, DeadLettered: c.DeadLettered + o.DeadLettered}
 }
 
-// Counts returns what the executor did so far; once Run returned, what its
+// Counts returns what the engine did so far; once Run returned, what its
 // terms did.
-func (e *Executor) Counts() Counts {
+func (e *Engine) Counts() Counts {
 	return Counts{In: e.counts.in.Load(), Unchanged: e.counts.unchanged.Load(), Emitted: e.counts.emitted.Load(), DeadLettered: e.counts.deadLettered.Load()}
 }
 
 // countProcessed counts a batch's input messages and its updates that
 // changed nothing, in the metrics and the counts.
-func (e *Executor) countProcessed(in, unchanged int) {
+func (e *Engine) countProcessed(in, unchanged int) {
 	e.deps.Metrics.In.Add(float64(in))
 	e.deps.Metrics.Unchanged.Add(float64(unchanged))
 	e.counts.in.Add(int64(in))
@@ -189,14 +193,14 @@ func (e *Executor) countProcessed(in, unchanged int) {
 }
 
 // countEmitted counts published states, in the metrics and the counts.
-func (e *Executor) countEmitted(n int) {
+func (e *Engine) countEmitted(n int) {
 	e.deps.Metrics.Emitted.Add(float64(n))
 	e.counts.emitted.Add(int64(n))
 }
 
 // countDeadLettered counts published dead letters of a reason, in the
 // metrics and the counts.
-func (e *Executor) countDeadLettered(why metrics.DeadLetterReason, n int) {
+func (e *Engine) countDeadLettered(why metrics.DeadLetterReason, n int) {
 	e.deps.Metrics.DeadLettered[why].Add(float64(n))
 	e.counts.deadLettered.Add(int64(n))
 }
@@ -206,10 +210,10 @@ func (e *Executor) countDeadLettered(why metrics.DeadLetterReason, n int) {
 // returns nil. A term also ends with an error: one wrapping fencing.ErrLost
 // when Redis lost the partition or went back in time (the next term
 // recovers), one wrapping fencing.ErrFenced when a newer executor owns it;
-// fencing.Classify tells which. Whoever runs terms (see executor.Lead)
+// fencing.Classify tells which. Whoever runs terms (see partition.Lead)
 // decides whether this executor may claim it again: a claim opens the
 // partition's producer, which fences its current leader.
-func (e *Executor) Run(ctx context.Context) error {
+func (e *Engine) Run(ctx context.Context) error {
 	// A term's problems are its own: the next one starts clean, and one
 	// that stops (a standby again) reports none.
 	e.clearHealth()
@@ -232,7 +236,7 @@ func (e *Executor) Run(ctx context.Context) error {
 // The health components a term reports.
 var termHealth = []string{"read", "merge", "publish", "sync"}
 
-func (e *Executor) clearHealth() {
+func (e *Engine) clearHealth() {
 	for _, c := range termHealth {
 		e.deps.Health.Set(c, nil)
 	}
@@ -255,7 +259,7 @@ type position struct {
 // locate claims the partition and works out its position. It runs after the
 // writer is open: that fenced any older producer, so the committed offset
 // read here can no longer move.
-func (e *Executor) locate(ctx context.Context, budget int) (position, error) {
+func (e *Engine) locate(ctx context.Context, budget int) (position, error) {
 	o, d := e.opts, e.deps
 	mark, hasMark, err := d.Store.Watermark(ctx, o.Pool, o.Partition)
 	if err != nil {
@@ -405,7 +409,7 @@ func decodeRecorded(next int64, b []byte) (recorded, error) {
 // when they do not cover that range batch after batch (recorded by an
 // older docexec, or the group's offset moved by someone else), or when a
 // record no longer fits the topics (their limits shrank).
-func (e *Executor) recorded(ctx context.Context, from, to int64, budget int) (pending []recorded, exact bool, err error) {
+func (e *Engine) recorded(ctx context.Context, from, to int64, budget int) (pending []recorded, exact bool, err error) {
 	outputs, err := e.deps.State.Outputs(ctx)
 	if err != nil {
 		return nil, false, err
@@ -449,7 +453,7 @@ type batch struct {
 }
 
 // runOnce runs the term; started says when it began processing.
-func (e *Executor) runOnce(ctx context.Context, started *bool) error {
+func (e *Engine) runOnce(ctx context.Context, started *bool) error {
 	o, d := e.opts, e.deps
 	// Each term reads the topics' limits afresh: a batch the broker refused
 	// as too large ends the term, and the next one cuts it to the new size.
@@ -514,13 +518,13 @@ func (e *Executor) runOnce(ctx context.Context, started *bool) error {
 	g, gctx := errgroup.WithContext(hard)
 	syncCtx, stopSync := context.WithCancel(gctx)
 	defer stopSync()
-	refused := &refusedStates{Executor: e, limit: limit, budget: writer.Budget(), partitions: deadLetterPartitions}
+	refused := &refusedStates{Engine: e, limit: limit, budget: writer.Budget(), partitions: deadLetterPartitions}
 	defer refused.close()
 	sync := &syncer.Syncer{State: d.State, Store: d.Store, Pool: o.Pool, Part: o.Partition, Batch: o.SyncBatch, Metrics: d.Metrics, Log: d.Log,
 		Health: d.Health, Refused: refused.publish}
 
 	batches := make(chan batch, 2)
-	p := processor{Executor: e, pos: pos, deadLetterPartitions: deadLetterPartitions, limit: limit, budget: writer.Budget()}
+	p := processor{Engine: e, pos: pos, deadLetterPartitions: deadLetterPartitions, limit: limit, budget: writer.Budget()}
 	g.Go(func() error { defer close(batches); return p.run(gctx, ctx, reader, batches) })
 	g.Go(func() error { defer stopSync(); return e.write(gctx, writer, batches) })
 	g.Go(func() error { return sync.Run(syncCtx, pos.epoch, o.SyncInterval) })
@@ -546,7 +550,7 @@ const HealthTerm = "term"
 
 // maxMessageBytes returns the largest record batch that both the output and
 // the dead-letter topic accept.
-func (e *Executor) maxMessageBytes() (int, error) {
+func (e *Engine) maxMessageBytes() (int, error) {
 	limit := 0
 	for _, topic := range []string{e.opts.OutputTopic, e.opts.DeadLetterTopic} {
 		n, source, err := e.deps.Kafka.MaxMessageBytes(topic)
@@ -562,7 +566,7 @@ func (e *Executor) maxMessageBytes() (int, error) {
 }
 
 // write publishes batches in order until the channel closes.
-func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan batch) error {
+func (e *Engine) write(ctx context.Context, w *kafka.Writer, batches <-chan batch) error {
 	m := e.deps.Metrics
 	for b := range batches {
 		started := time.Now()
@@ -581,7 +585,7 @@ func (e *Executor) write(ctx context.Context, w *kafka.Writer, batches <-chan ba
 
 // processor is the read → process stage of one run.
 type processor struct {
-	*Executor
+	*Engine
 	pos                  position
 	deadLetterPartitions int32
 	// limit is the output and dead-letter topics' max.message.bytes;
@@ -788,7 +792,7 @@ func fitDeadLetter(dl kafka.Message, budget int) kafka.Message {
 // with a producer of its own (the sync runs beside the transactions),
 // opened at the first one: most terms never need it.
 type refusedStates struct {
-	*Executor
+	*Engine
 	limit, budget int
 	partitions    int32 // of the dead-letter topic
 	producer      *kafka.Producer

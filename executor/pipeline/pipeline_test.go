@@ -54,7 +54,7 @@ type harness struct {
 	metrics    *prometheus.Registry
 	registered *metrics.Metrics
 	// executors are those the harness built, whose counts it adds up.
-	executors []*pipeline.Executor
+	executors []*pipeline.Engine
 }
 
 func newHarness(t *testing.T) *harness {
@@ -102,7 +102,7 @@ func (h *harness) produce(values ...[]byte) {
 }
 
 // executor returns an executor of the harness's partition.
-func (h *harness) executor() *pipeline.Executor {
+func (h *harness) executor() *pipeline.Engine {
 	json, _ := codec.New("json")
 	e := pipeline.New(h.opts, pipeline.Deps{
 		KafkaConfig: h.cfg, Kafka: h.client, Store: h.storeOrDown(), Codec: json,
@@ -157,9 +157,9 @@ func (h *harness) start() (stop func() error) {
 	return func() error { cancel(); return <-done }
 }
 
-// terms runs terms of e as executor.Lead does without an election: a term
+// terms runs terms of e as partition.Lead does without an election: a term
 // that lost Redis's state is followed by another, which recovers.
-func terms(ctx context.Context, e *pipeline.Executor) error {
+func terms(ctx context.Context, e *pipeline.Engine) error {
 	for {
 		err := e.Run(ctx)
 		if !errors.Is(err, fencing.ErrLost) || ctx.Err() != nil {

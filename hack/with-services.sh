@@ -14,6 +14,7 @@ install_missing() {
   command -v redis-server >/dev/null || missing+=(redis-server redis-tools)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   command -v kcat >/dev/null || missing+=(kcat)
+  command -v gcc >/dev/null || missing+=(gcc) # go test -race needs cgo
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]}"
   if [ "$(id -u)" != 0 ]; then

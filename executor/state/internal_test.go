@@ -135,7 +135,7 @@ func TestAClaimBetweenACommitsReadsAndItsWritesFencesIt(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
-					return s.batchWrites(rb, b, read)
+					return s.batchWrites(rb, b, s.applied, read)
 				},
 			})
 			if !errors.Is(err, fencing.ErrFenced) {

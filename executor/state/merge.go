@@ -110,18 +110,22 @@ const smallText = 4 << 10
 // (PostgreSQL), in one call each per batch.
 func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, next int64, loader Loader) (*Batch, error) {
 	b := &Batch{epoch: epoch, next: next, Published: -1}
+	s.mu.Lock()
+	completeFor := s.completeFor
+	s.mu.Unlock()
 	complete := false
-	if s.completeFor != "" {
+	if completeFor != "" {
 		// Read after the batch was: any url routed by a new partition
 		// count is seen with that count.
 		count, err := s.partitionCount(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("state: merge a batch of partition %d: %w", s.opts.Partition, err)
 		}
-		b.count, complete = count, count == s.completeFor
+		b.count, complete = count, count == completeFor
 	}
 	urls := make(map[string]*work, len(updates))
 	var missing []string
+	s.mu.Lock()
 	for _, u := range updates {
 		if _, ok := urls[u.Doc.URL]; ok {
 			continue
@@ -134,6 +138,7 @@ func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, nex
 		}
 		missing = append(missing, u.Doc.URL)
 	}
+	s.mu.Unlock()
 	if err := s.readNumbers(ctx, urls, missing); err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -92,7 +93,10 @@ type Options struct {
 
 // State is one partition's state in Redis, as its leader sees it. Claim,
 // Apply (Prepare and Commit) and the sync's calls are for one goroutine at a
-// time; the pipeline runs the merge and the sync in turns of the same term.
+// time, and so are the sync's (BeginSync, SyncPages, MarkClean); the two may
+// run at once, as the pipeline merges and syncs on goroutines of their own.
+// In Redis every step is atomic and fenced; in memory, mu guards what both
+// touch.
 type State struct {
 	client     rueidis.Client
 	opts       Options
@@ -101,6 +105,8 @@ type State struct {
 	dirtyKey   string
 	syncingKey string
 	outKey     string
+
+	mu sync.Mutex // guards applied, completeFor and cache
 	// applied is the applied offset as this writer last left it ("": none),
 	// which every write checks to notice Redis going back in time.
 	applied string
@@ -162,6 +168,8 @@ func (s *State) Claim(ctx context.Context, floor uint64, complete bool) (Claim, 
 	if err != nil {
 		return Claim{}, fmt.Errorf("state: claim partition %d: %w", s.opts.Partition, err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.cache.reset()
 	s.completeFor, _ = res[2].ToString()
 	epochText, _ := res[0].ToString()

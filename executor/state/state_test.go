@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"golang.org/x/sync/errgroup"
 	"pgregory.net/rapid"
 
 	"github.com/docexec/docexec/executor/document"
@@ -658,4 +659,63 @@ func TestAReplayBelowTheAppliedOffsetLeavesIt(t *testing.T) {
 			t.Fatalf("applied offset %d after a replay of 3, want 5", applied)
 		}
 	})
+}
+
+// TestTheMergeAndTheSyncMayRunAtOnce: the pipeline merges and syncs on
+// goroutines of their own. With a CleanTTL, marking states clean drops them
+// from the leader's cache while batches read and fill it (run with -race,
+// as make test does for this package).
+func TestTheMergeAndTheSyncMayRunAtOnce(t *testing.T) {
+	ctx := context.Background()
+	pool := fmt.Sprintf("at-once-%x", rand.Uint64())
+	s := state.New(testenv.Redis(t), state.Options{Pool: pool, Partition: 0, CleanTTL: time.Hour})
+	claim, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches = 200
+	var g errgroup.Group
+	g.Go(func() error {
+		for i := range batches {
+			var docs []document.Document
+			for j := range 20 {
+				docs = append(docs, document.Document{URL: fmt.Sprint((i*7 + j) % 50), FetchTime: uint64(i + 1), Text: "t"})
+			}
+			if _, err := s.Apply(ctx, claim.Epoch, changed(docs...), int64(i+1), &noStore{}); err != nil {
+				return fmt.Errorf("batch %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for range batches / 4 {
+			if _, _, _, err := s.BeginSync(ctx, claim.Epoch); err != nil {
+				return err
+			}
+			pages := s.SyncPages(claim.Epoch)
+			for last := false; !last; {
+				var page []document.Document
+				if page, last, err = pages.Next(ctx, 10, 0); err != nil {
+					return err
+				}
+				if err := s.MarkClean(ctx, claim.Epoch, page); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The last batch's states are current, as Redis has them.
+	got, err := s.Get(ctx, fmt.Sprint(((batches-1)*7)%50))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("state %+v, %v", got, err)
+	}
+	for _, d := range got {
+		if d.FetchTime != batches {
+			t.Fatalf("state %+v, want fetchTime %d", d, batches)
+		}
+	}
 }

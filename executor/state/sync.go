@@ -187,6 +187,8 @@ func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Doc
 	if ttl > 0 {
 		// A state the cache keeps must be in Redis, and a url missing from
 		// Redis may be an expired one.
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		for _, d := range states {
 			s.cache.forget(d.URL)
 		}
@@ -268,8 +270,10 @@ func (s *State) Forget(ctx context.Context, epoch uint64) error {
 	if err := step("begin"); err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.applied, s.completeFor = "", ""
 	s.cache.reset()
+	s.mu.Unlock()
 	pattern := globEscape(s.tag) + "*"
 	for addr, node := range s.client.Nodes() { // the keys live on one node of a cluster
 		var cursor uint64

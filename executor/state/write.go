@@ -14,6 +14,9 @@ import (
 // in the dirty hash, the applied offset and its Output. Retried after an
 // error that may pass, it writes the same again.
 func (s *State) Commit(ctx context.Context, b *Batch) error {
+	s.mu.Lock()
+	lastApplied := s.applied
+	s.mu.Unlock()
 	watch := []string{s.metaKey}
 	if b.Published >= 0 {
 		watch = append(watch, s.outKey)
@@ -28,12 +31,14 @@ func (s *State) Commit(ctx context.Context, b *Batch) error {
 			return reads
 		},
 		writes: func(rb rueidis.Builder, read []rueidis.RedisResult) (rueidis.Commands, error) {
-			return s.batchWrites(rb, b, read)
+			return s.batchWrites(rb, b, lastApplied, read)
 		},
 	})
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.advance(b.next)
 	if b.count != "" && b.count != s.completeFor {
 		s.completeFor = "" // the write voided it for good
@@ -44,10 +49,11 @@ func (s *State) Commit(ctx context.Context, b *Batch) error {
 	return nil
 }
 
-// batchWrites are the commands that write b, given the meta hash's applied
-// and complete fields and, when b.Published is set, the recorded outputs'
+// batchWrites are the commands that write b, given the applied offset as
+// the caller last left it, and what was read: the meta hash's applied and
+// complete fields and, when b.Published is set, the recorded outputs'
 // offsets.
-func (s *State) batchWrites(rb rueidis.Builder, b *Batch, read []rueidis.RedisResult) (rueidis.Commands, error) {
+func (s *State) batchWrites(rb rueidis.Builder, b *Batch, lastApplied string, read []rueidis.RedisResult) (rueidis.Commands, error) {
 	fields, err := read[0].ToArray()
 	if err != nil || len(fields) != 2 {
 		return nil, fmt.Errorf("read the applied offset: %v fields, %w", len(fields), err)
@@ -59,9 +65,9 @@ func (s *State) batchWrites(rb rueidis.Builder, b *Batch, read []rueidis.RedisRe
 	// reply was lost. Anything else means Redis went back in time within
 	// the epoch (a restore of an older snapshot, a promoted replica that
 	// lagged): its states miss updates the caller applied and published.
-	if applied != s.applied && applied != next {
+	if applied != lastApplied && applied != next {
 		mark := rueidis.Commands{rb.Hset().Key(s.metaKey).FieldValue().FieldValue("stale", "1").Build()} // for the claim that recovers
-		return mark, fmt.Errorf("%w: the applied offset is %q, the caller last saw %q", fencing.ErrStale, applied, s.applied)
+		return mark, fmt.Errorf("%w: the applied offset is %q, the caller last saw %q", fencing.ErrStale, applied, lastApplied)
 	}
 	var cmds rueidis.Commands
 	// A complete copy (claim.lua) stays complete only while the topic keeps
@@ -132,6 +138,7 @@ func (s *State) batchWrites(rb rueidis.Builder, b *Batch, read []rueidis.RedisRe
 }
 
 // advance records next as applied, as Commit writes it: it never goes back.
+// The caller holds mu.
 func (s *State) advance(next int64) {
 	if prev, err := strconv.ParseInt(s.applied, 10, 64); err != nil || next > prev {
 		s.applied = strconv.FormatInt(next, 10)

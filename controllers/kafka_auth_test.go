@@ -11,7 +11,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -104,10 +103,7 @@ func TestUnusableKafkaCredentialsSayWhy(t *testing.T) {
 				PasswordSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "wrong"}, Key: c.key}}
 		})
 		e.reconcile(p)
-		cond := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
-		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != "KafkaUnreachable" || !strings.Contains(cond.Message, c.want) {
-			t.Fatalf("%s: Degraded %+v, want KafkaUnreachable saying %s", c.pool, cond, c.want)
-		}
+		e.checkDegraded(p, "KafkaUnreachable", c.want)
 	}
 }
 

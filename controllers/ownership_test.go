@@ -101,10 +101,7 @@ func TestObjectsThatAreNotThePoolsAreLeftAlone(t *testing.T) {
 				t.Fatalf("their %T was written (%v)", theirs, err)
 			}
 			kindName := fmt.Sprintf("%s %s", strings.TrimPrefix(fmt.Sprintf("%T", theirs), "*v1."), theirs.GetName())
-			cond := meta.FindStatusCondition(e.get(p).Status.Conditions, docexecv1.ConditionDegraded)
-			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != docexecv1.ReasonOwnershipConflict || !strings.Contains(cond.Message, kindName) {
-				t.Fatalf("Degraded %+v, want OwnershipConflict naming %s", cond, kindName)
-			}
+			e.checkDegraded(p, docexecv1.ReasonOwnershipConflict, kindName)
 			e.waitEvent(p, docexecv1.ReasonOwnershipConflict, kindName)
 			deps := e.deployments(name)
 			switch {

@@ -329,6 +329,27 @@ func (f *fleet) waitCommitted() {
 	})
 }
 
+// pauseTheLeaderPastItsLease starts two executors and produces n updates
+// three times: while the first leader runs; once it is paused (SIGSTOP) and
+// a standby has taken over; and once asleep has run and the old leader has
+// woken (SIGCONT), mid-stream. It returns the old and the new leader.
+func (f *fleet) pauseTheLeaderPastItsLease(n int, asleep func()) (old, newer string) {
+	f.c.t.Helper()
+	f.start()
+	f.start()
+	old = f.leader("")
+	f.produce(n)
+	time.Sleep(300 * time.Millisecond) // mid-stream
+	f.signal(old, syscall.SIGSTOP)
+	newer = f.leader(old) // a standby took over past the lease
+	f.produce(n)
+	time.Sleep(time.Second)
+	asleep()
+	f.signal(old, syscall.SIGCONT)
+	f.produce(n)
+	return old, newer
+}
+
 // check waits until every input is committed, stops the fleet and checks
 // the guarantees against an oracle of all inputs, exactly-once output among
 // them: every url's emissions are those of an uninterrupted leader.
@@ -488,17 +509,7 @@ func TestChaosKillingTheLeaderThreeTimesLosesNothing(t *testing.T) {
 
 func TestChaosAPausedLeaderCannotWriteWhenItWakes(t *testing.T) {
 	f := newFleet(t, servers{})
-	f.start()
-	f.start()
-	old := f.leader("")
-	f.produce(250)
-	time.Sleep(300 * time.Millisecond)
-	f.signal(old, syscall.SIGSTOP)
-	f.leader(old) // a standby took over past the lease
-	f.produce(250)
-	time.Sleep(time.Second)
-	f.signal(old, syscall.SIGCONT) // the old leader wakes mid-batch: fenced
-	f.produce(250)
+	old, _ := f.pauseTheLeaderPastItsLease(250, func() {}) // it wakes mid-batch: fenced
 	f.check()
 	f.mu.Lock()
 	log := f.logs[old].String()
@@ -545,18 +556,7 @@ func TestChaosStoppingPostgreSQLMidStreamLosesNothing(t *testing.T) {
 // again once the new leader gives the Lease up (it lost Redis too).
 func TestChaosAWokenLeaderThatFindsRedisLostDoesNotTakeOver(t *testing.T) {
 	f := newFleet(t, servers{})
-	f.start()
-	f.start()
-	old := f.leader("")
-	f.produce(150)
-	time.Sleep(300 * time.Millisecond)
-	f.signal(old, syscall.SIGSTOP)
-	newer := f.leader(old)
-	f.produce(150)
-	time.Sleep(time.Second)
-	testenv.WipePool(t, testenv.Redis(t), f.pool)
-	f.signal(old, syscall.SIGCONT)
-	f.produce(150)
+	_, newer := f.pauseTheLeaderPastItsLease(150, func() { testenv.WipePool(t, testenv.Redis(t), f.pool) })
 	f.checkAtLeastOnce()
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -675,50 +675,62 @@ func (jsonCodec) Encode(d document.Document) []byte {
 	// allocation is the rule.
 	b := make([]byte, 0, len(d.URL)+len(d.Text)+len(d.Text)/16+160)
 	b = append(b, `{"url":`...)
-	b = appendString(b, d.URL)
+	b = AppendJSONString(b, d.URL)
 	b = append(b, `,"pubDate":`...)
 	b = strconv.AppendUint(b, d.PubDate, 10)
 	b = append(b, `,"fetchTime":`...)
 	b = strconv.AppendUint(b, d.FetchTime, 10)
 	b = append(b, `,"text":`...)
-	b = appendString(b, d.Text)
+	b = AppendJSONString(b, d.Text)
 	b = append(b, `,"firstFetchTime":`...)
 	b = strconv.AppendUint(b, d.FirstFetchTime, 10)
 	return append(b, '}')
 }
 
-// appendString writes s as a JSON string. Decoded documents hold valid UTF-8,
-// but Encode cannot fail, so invalid bytes become U+FFFD to keep the output
-// valid JSON whatever it is given.
-func appendString(b []byte, s string) []byte {
+// jsonEscapes holds how each byte that ends skipPlain is written inside a
+// JSON string. Only what JSON requires is escaped: the quote, the backslash
+// and control characters. Everything else, U+2028 and U+2029 included (valid
+// JSON since RFC 7159, valid JavaScript since ES2019), goes out raw, so a
+// text is as long on the wire as in the state.
+var jsonEscapes = func() (t ['\\' + 1]string) {
 	const hexDigits = "0123456789abcdef"
-	if !utf8.ValidString(s) {
+	for c := range 0x20 {
+		t[c] = `\u00` + string(hexDigits[c>>4]) + string(hexDigits[c&0xf])
+	}
+	t['\n'], t['\r'], t['\t'] = `\n`, `\r`, `\t`
+	t['"'], t['\\'] = `\"`, `\\`
+	return t
+}()
+
+// AppendJSONString appends s as a JSON string, as Encode writes a url and a
+// text; what writes JSON for docexec to read (the test-data generator) uses
+// it to escape alike. Decoded documents hold valid UTF-8, but Encode cannot
+// fail, so invalid bytes become U+FFFD to keep the output valid JSON whatever
+// it is given.
+func AppendJSONString(b []byte, s string) []byte {
+	if !utf8.ValidString(s) { // a fast check: valid input is the rule
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
-	// Only what JSON requires is escaped: the quote, the backslash and
-	// control characters. Everything else, U+2028 and U+2029 included (valid
-	// JSON since RFC 7159, valid JavaScript since ES2019), goes out raw, so a
-	// text is as long on the wire as in the state.
 	b = append(b, '"')
 	start := 0
-	for i := skipPlain(s, 0); i < len(s); i = skipPlain(s, i) {
-		c := s[i]
+	for i := skipPlain(s, 0); i < len(s); i = skipPlain(s, start) {
 		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		i++
-		start = i
+		b = append(b, jsonEscapes[s[i]]...)
+		start = i + 1
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// JSONStringLen is the length of s as AppendJSONString writes it, less the
+// two quotes: what a text weighs on the wire, counted without writing it.
+func JSONStringLen(s string) int {
+	if !utf8.ValidString(s) { // a fast check: valid input is the rule
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	n := len(s)
+	for i := skipPlain(s, 0); i < len(s); i = skipPlain(s, i+1) {
+		n += len(jsonEscapes[s[i]]) - 1
+	}
+	return n
 }

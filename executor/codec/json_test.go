@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/executor/document/documenttest"
 )
@@ -276,6 +277,21 @@ func TestEncodeJSON(t *testing.T) {
 			t.Errorf("our decoder rejects it: %v", err)
 		}
 	})
+}
+
+// The generator of test data sizes texts by JSONStringLen and writes them by
+// AppendJSONString: the two must agree on every byte.
+func TestJSONStringLenIsWhatAppendJSONStringWrites(t *testing.T) {
+	every := make([]byte, 256)
+	for i := range every {
+		every[i] = byte(i)
+	}
+	for _, s := range []string{"", "plain text", "q\"b\\s/\n\r\t\x00\x1f\x7fé😀\u2028\u2029", "a\xc3\x28b\xed\xa0\x80", string(every),
+		strings.Repeat("eight by\n", 20)} {
+		if got, want := codec.JSONStringLen(s), len(codec.AppendJSONString(nil, s))-2; got != want {
+			t.Errorf("JSONStringLen(%q) = %d, AppendJSONString wrote %d", s, got, want)
+		}
+	}
 }
 
 // protojson is the reference for "integers as protojson writes them".

@@ -315,10 +315,7 @@ func TestAStreamIsMergedPublishedAndSynced(t *testing.T) {
 	h.produce(updates(500, 60, 2)...)
 	h.runToEnd()
 
-	wantEmits, final := h.reference()
-	if got := h.emitted(); !slices.Equal(got, wantEmits) {
-		t.Fatalf("emitted %d states, want the %d of the Go merge in the same order", len(got), len(wantEmits))
-	}
+	h.checkExactlyTheGoMerge()
 	dead := h.records("dlq")
 	if len(dead) != 2 || string(dead[0].Value) != `{not json` || string(dead[1].Value) != `{"url":"","fetchTime":1}` {
 		t.Fatalf("dead letters %+v, want the two bad lines", dead)
@@ -331,7 +328,6 @@ func TestAStreamIsMergedPublishedAndSynced(t *testing.T) {
 		headers[pipeline.HeaderPartition] != "0" || headers[pipeline.HeaderOffset] != "1501" {
 		t.Fatalf("dead letter headers %v, want the reason and in/0 offset 1501", headers)
 	}
-	h.checkStored(final)
 	mark, found, err := h.store.Watermark(context.Background(), h.opts.Pool, 0)
 	if err != nil || !found || mark.Offset != int64(len(h.inputs)) {
 		t.Fatalf("watermark %+v (found %v, %v), want offset %d", mark, found, err, len(h.inputs))
@@ -365,11 +361,7 @@ func TestARestartedExecutorGoesOnWhereTheLastStopped(t *testing.T) {
 		h.produce(updates(400, 40, uint64(10+i))...)
 		h.runToEnd()
 	}
-	wantEmits, final := h.reference()
-	if got := h.emitted(); !slices.Equal(got, wantEmits) {
-		t.Fatalf("emitted %d states, want exactly the %d of the Go merge: a clean restart repeats nothing", len(got), len(wantEmits))
-	}
-	h.checkStored(final)
+	h.checkExactlyTheGoMerge() // a clean restart repeats nothing
 }
 
 func TestAfterARedisWipeStateIsRebuiltAndNeverGoesBackwards(t *testing.T) {
@@ -383,9 +375,7 @@ func TestAfterARedisWipeStateIsRebuiltAndNeverGoesBackwards(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	_, final := h.reference()
-	checkNeverBackwards(t, h.emitted(), final)
-	h.checkStored(final)
+	h.checkNothingWentBackwards()
 }
 
 func TestAppliedButUnpublishedUpdatesArePublishedAgain(t *testing.T) {
@@ -459,6 +449,29 @@ func (h *harness) checkStored(final map[string]document.Document) {
 			h.t.Fatalf("PostgreSQL has %+v for %s, want %+v", stored[u], u, want)
 		}
 	}
+}
+
+// checkExactlyTheGoMerge checks that the executor emitted exactly the states
+// the Go merge of the inputs emits, in its order, and that PostgreSQL holds
+// the final states, which it returns.
+func (h *harness) checkExactlyTheGoMerge() map[string]document.Document {
+	h.t.Helper()
+	wantEmits, final := h.reference()
+	if got := h.emitted(); !slices.Equal(got, wantEmits) {
+		h.t.Fatalf("emitted %d states, want exactly the %d of the Go merge, in its order", len(got), len(wantEmits))
+	}
+	h.checkStored(final)
+	return final
+}
+
+// checkNothingWentBackwards checks what a run that lost Redis must still
+// leave: every url's emissions only move forward, to its final state, which
+// PostgreSQL holds.
+func (h *harness) checkNothingWentBackwards() {
+	h.t.Helper()
+	_, final := h.reference()
+	checkNeverBackwards(h.t, h.emitted(), final)
+	h.checkStored(final)
 }
 
 // checkNeverBackwards checks that every url's emissions only move forward
@@ -537,11 +550,7 @@ func TestProcessingGoesOnWhilePostgreSQLIsDownAndTheSyncCatchesUp(t *testing.T) 
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	wantEmits, final := h.reference()
-	if got := h.emitted(); !slices.Equal(got, wantEmits) {
-		t.Fatalf("emitted %d states, want the %d of the Go merge", len(got), len(wantEmits))
-	}
-	h.checkStored(final)
+	h.checkExactlyTheGoMerge()
 }
 
 func TestStoppingWhileStartingIsAStop(t *testing.T) {
@@ -670,11 +679,7 @@ func TestAnEightKilobyteURLGoesThroughRedisTheSyncAndPostgreSQL(t *testing.T) {
 		h.produce(fmt.Appendf(nil, `{"url":%q,"pubDate":%d,"fetchTime":%d,"text":"v%d"}`, long, i, fetch, fetch))
 	}
 	h.runToEnd()
-	wantEmits, final := h.reference()
-	if got := h.emitted(); !slices.Equal(got, wantEmits) {
-		t.Fatalf("emitted %+v, want %+v", got, wantEmits)
-	}
-	h.checkStored(final)
+	final := h.checkExactlyTheGoMerge()
 	st := state.New(h.redis, state.Options{Pool: h.opts.Pool, Partition: 0})
 	if got, err := st.Get(context.Background(), long); err != nil || got[long] != final[long] {
 		t.Fatalf("Redis holds %+v (%v), want %+v", got[long], err, final[long])
@@ -793,9 +798,7 @@ func TestRedisComingBackOlderIsNoticedAndRecovered(t *testing.T) {
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
-			_, final := h.reference()
-			checkNeverBackwards(t, h.emitted(), final)
-			h.checkStored(final)
+			h.checkNothingWentBackwards()
 		})
 	}
 }
@@ -973,28 +976,25 @@ func (h *harness) produceKeyed(lines [][]byte) {
 // input topic's first n partitions.
 func (h *harness) waitAllCommitted(n int32) {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for p := range n {
-		for {
-			end, err := h.client.Offset("in", p, kafka.Latest)
-			if err != nil {
-				h.t.Fatal(err)
-			}
-			off, _, err := h.client.Committed("g", "in", p)
-			if err == nil && off == end {
-				break
-			}
-			if time.Now().After(deadline) {
-				h.t.Fatalf("partition %d: committed %d of %d (%v)", p, off, end, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	h.waitAllAtEnd(n, "committed", func(p int32) (int64, error) {
+		off, _, err := h.client.Committed("g", "in", p)
+		return off, err
+	})
 }
 
 // waitAllSynced waits until PostgreSQL's watermark of each of the first n
 // partitions is the end of its input.
 func (h *harness) waitAllSynced(n int32) {
+	h.t.Helper()
+	h.waitAllAtEnd(n, "watermark", func(p int32) (int64, error) {
+		mark, _, err := h.store.Watermark(context.Background(), h.opts.Pool, p)
+		return mark.Offset, err
+	})
+}
+
+// waitAllAtEnd waits until offsetOf (what it is called in a failure) is the
+// end of each of the input topic's first n partitions.
+func (h *harness) waitAllAtEnd(n int32, what string, offsetOf func(p int32) (int64, error)) {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for p := range n {
@@ -1003,12 +1003,12 @@ func (h *harness) waitAllSynced(n int32) {
 			if err != nil {
 				h.t.Fatal(err)
 			}
-			mark, _, err := h.store.Watermark(context.Background(), h.opts.Pool, p)
-			if err == nil && mark.Offset == end {
+			off, err := offsetOf(p)
+			if err == nil && off == end {
 				break
 			}
 			if time.Now().After(deadline) {
-				h.t.Fatalf("partition %d: watermark %d of %d (%v)", p, mark.Offset, end, err)
+				h.t.Fatalf("partition %d: %s %d of %d (%v)", p, what, off, end, err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -1200,9 +1200,5 @@ func TestAPartitionsSlotMovedToAnotherRedisClusterNodeMidStreamLosesNothing(t *t
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	wantEmits, final := h.reference()
-	if got := h.emitted(); !slices.Equal(got, wantEmits) {
-		t.Fatalf("emitted %d states, want exactly the %d of the Go merge", len(got), len(wantEmits))
-	}
-	h.checkStored(final)
+	h.checkExactlyTheGoMerge()
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
 )
 
@@ -48,7 +49,7 @@ func appendLine(b []byte, d document.Document, e encoding) []byte {
 		switch f {
 		case fieldURL:
 			b = append(b, `"url":`...)
-			b = appendString(b, d.URL)
+			b = codec.AppendJSONString(b, d.URL)
 		case fieldPubDate:
 			b = append(b, `"pubDate":`...)
 			b = appendUint(b, d.PubDate, e.quoted[f])
@@ -57,7 +58,7 @@ func appendLine(b []byte, d document.Document, e encoding) []byte {
 			b = appendUint(b, d.FetchTime, e.quoted[f])
 		case fieldText:
 			b = append(b, `"text":`...)
-			b = appendString(b, d.Text)
+			b = codec.AppendJSONString(b, d.Text)
 		}
 	}
 	return append(b, '}')
@@ -70,52 +71,6 @@ func appendUint(b []byte, v uint64, quoted bool) []byte {
 		return append(b, '"')
 	}
 	return strconv.AppendUint(b, v, 10)
-}
-
-// appendString appends s as a JSON string, escaping only what JSON requires:
-// the quote, the backslash and control characters. Unlike encoding/json it
-// leaves U+2028, U+2029, <, > and & raw, so that readers meet them raw.
-func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// escapedLen is the length of s in a JSON string as docexec writes it on
-// output: escaped as appendString does.
-func escapedLen(s string) int {
-	n := len(s)
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
-			n++
-		case c < 0x20:
-			n += 5
-		}
-	}
-	return n
 }
 
 // badLines are the kinds of bad line, each a broken copy of a good update
@@ -151,10 +106,10 @@ var badLines = []struct {
 // value, which need not be one the document could hold.
 func appendWithFetchTime(b []byte, d document.Document, value string) []byte {
 	b = append(b, `{"url":`...)
-	b = appendString(b, d.URL)
+	b = codec.AppendJSONString(b, d.URL)
 	b = append(b, `,"fetchTime":`...)
 	b = append(b, value...)
 	b = append(b, `,"text":`...)
-	b = appendString(b, d.Text)
+	b = codec.AppendJSONString(b, d.Text)
 	return append(b, '}')
 }

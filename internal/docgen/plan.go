@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 
+	"github.com/docexec/docexec/executor/codec"
 	"github.com/docexec/docexec/executor/document"
 )
 
@@ -134,7 +135,7 @@ func (g *Generator) line(u *planned) Line {
 	text := string(appendText(make([]byte, 0, u.textBytes+4<<10), r, u.page.script, u.page.html, u.textBytes))
 	// A text cut to fit has no room for the escapes it holds: cut them off
 	// too (each byte less is at least a byte less escaped).
-	if over := escapedLen(text) - g.opts.textRoom(u.page.url); over > 0 {
+	if over := codec.JSONStringLen(text) - g.opts.textRoom(u.page.url); over > 0 {
 		text = text[:runeStart(text, len(text)-over)]
 	}
 	d := document.Document{URL: u.page.url, PubDate: u.pubDate, FetchTime: u.fetchTime, Text: text}

@@ -19,9 +19,12 @@ import (
 // hash slot, so this works on Redis Cluster too.
 
 // maxAttempts bounds the transactions that a concurrent change of the
-// watched keys aborts; each such change is a claim (fencing the caller), so
-// the next attempt normally fails for good.
-const maxAttempts = 5
+// watched keys aborts. A claim fences the caller, and the next attempt says
+// so; the partition's own batches change the meta hash too (the applied
+// offset), so the sync's marks, which run beside them, lose the race now
+// and then: each attempt takes a round trip or two against a batch every
+// few milliseconds.
+const maxAttempts = 20
 
 var (
 	// errNotHeld says the caller's epoch is not the partition's: fence.lua

@@ -184,3 +184,34 @@ func TestTheNumbersRecordTheTextSizeAlsoWhenOnlyTheyChange(t *testing.T) {
 		t.Fatalf("the dirty hash has %d bytes for its text (%v), want 4", size, err)
 	}
 }
+
+// TestAMarkOutlastsTheBatchesWrittenBesideIt: the sync's marks watch the
+// meta hash, which every batch changes (the applied offset); a run of
+// batches landing between a mark's read and its EXEC aborts it that many
+// times, and it must still go through.
+func TestAMarkOutlastsTheBatchesWrittenBesideIt(t *testing.T) {
+	ctx := context.Background()
+	c := testenv.Redis(t)
+	s := New(c, Options{Pool: fmt.Sprintf("outlast-%x", rand.Uint64()), Partition: 0})
+	claim, err := s.Claim(ctx, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batchesBeside = 8
+	attempts := 0
+	err = s.fenced(ctx, "mark clean", claim.Epoch, transaction{
+		watch: []string{s.metaKey},
+		reads: func(rueidis.Builder) rueidis.Commands { return nil },
+		writes: func(rb rueidis.Builder, _ []rueidis.RedisResult) (rueidis.Commands, error) {
+			if attempts++; attempts <= batchesBeside {
+				if err := c.Do(ctx, c.B().Hset().Key(s.metaKey).FieldValue().FieldValue("applied", fmt.Sprint(attempts)).Build()).Error(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return rueidis.Commands{rb.Set().Key(s.tag + "marked").Value("1").Build()}, nil
+		},
+	})
+	if err != nil || attempts != batchesBeside+1 {
+		t.Fatalf("after %d attempts: %v; want it to go through after %d aborted", attempts, err, batchesBeside)
+	}
+}

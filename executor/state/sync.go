@@ -152,8 +152,12 @@ func (s *State) endSync(ctx context.Context, epoch uint64, states []document.Doc
 		urls[i] = d.URL
 	}
 	seconds := int64(ttl.Seconds())
+	watch := []string{s.metaKey}
+	if seconds > 0 {
+		watch = append(watch, s.dirtyKey) // read to tell which may expire
+	}
 	err := s.fenced(ctx, fmt.Sprintf("mark %d states clean", len(states)), epoch, transaction{
-		watch: []string{s.metaKey, s.dirtyKey},
+		watch: watch,
 		reads: func(rb rueidis.Builder) rueidis.Commands {
 			if seconds == 0 {
 				return nil

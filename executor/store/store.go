@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -34,8 +35,9 @@ const DefaultBatchSize = 1000
 // partitionsTable holds the watermarks of every pool and partition.
 const partitionsTable = "docexec_partitions"
 
-// columnsPerRow is the number of bind parameters one document row takes.
-const columnsPerRow = 5
+// columnsPerRow is the number of bind parameters one document row takes:
+// one per column of documentRow.
+var columnsPerRow = reflect.TypeFor[documentRow]().NumField()
 
 // Bind-parameter limits per statement: PostgreSQL's wire protocol counts them
 // in an int16; SQLite's SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32.

@@ -396,6 +396,22 @@ func TestChunking(t *testing.T) {
 	})
 }
 
+// TestASaveOfManyRowsStaysWithinTheBindParameterLimit: a sync.batchSize
+// above the driver's limit of bind parameters (65535 in PostgreSQL, 32766 in
+// SQLite) is split by the parameters a row really takes, url_hash included.
+func TestASaveOfManyRowsStaysWithinTheBindParameterLimit(t *testing.T) {
+	eachDB(t, Options{BatchSize: 1 << 20}, func(t *testing.T, s *Store) {
+		var states []document.Document
+		for i := range 11_000 {
+			states = append(states, document.StateOf(document.Document{URL: fmt.Sprintf("https://many.example/%d", i), FetchTime: 1}))
+		}
+		save(t, s, states, nil)
+		if got := load(t, s, states[0].URL, states[len(states)-1].URL); len(got) != 2 {
+			t.Fatalf("loaded %d of the first and last states, want both", len(got))
+		}
+	})
+}
+
 func TestLoadAndSaveNothing(t *testing.T) {
 	eachDB(t, Options{}, func(t *testing.T, s *Store) {
 		if got := load(t, s); len(got) != 0 {

@@ -1,4 +1,5 @@
--- Prepended to every script that writes a partition: KEYS[1] is its meta
+-- Prepended to every script that writes a partition, and run alone to say
+-- why a transaction found another epoch (fenced.go): KEYS[1] is its meta
 -- hash, ARGV[1] the caller's epoch. A caller whose epoch is older than the
 -- partition's (a newer executor claimed it) may not write; a partition
 -- without an epoch was lost (Redis restarted empty or was flushed), one

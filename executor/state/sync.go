@@ -137,7 +137,7 @@ func (s *State) MarkClean(ctx context.Context, epoch uint64, states []document.D
 }
 
 // MarkRefused ends the sync of states that PostgreSQL refuses to store:
-// they leave the syncing set (no retry could store them) but never expire,
+// they leave the syncing hash (no retry could store them) but never expire,
 // since Redis holds the only copy.
 func (s *State) MarkRefused(ctx context.Context, epoch uint64, states []document.Document) error {
 	return s.endSync(ctx, epoch, states, 0)
@@ -256,7 +256,7 @@ func (s *State) Get(ctx context.Context, urls ...string) (map[string]document.Do
 	return out, nil
 }
 
-// Forget deletes the partition's states, dirty and syncing sets and
+// Forget deletes the partition's states, dirty and syncing hashes and
 // applied offset from Redis, keeping its epoch: for a Redis that went back
 // to before what PostgreSQL holds, whose states are older than the durable
 // copy and must be read through again. Every step is fenced, so a writer

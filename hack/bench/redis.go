@@ -98,8 +98,8 @@ func (r redisServers) commands(ctx context.Context) (commandTimes, error) {
 }
 
 // perDoc lists the commands, most costly first, in µs per document (those
-// under 0.01 left out). Commands run by scripts count both under their own
-// name and within the script's EVALSHA.
+// under 0.01 left out). Commands run by scripts or transactions count both
+// under their own name and within the script's EVALSHA or the EXEC.
 func (c commandTimes) perDoc(n int) string {
 	names := make([]string, 0, len(c))
 	for name := range c {

@@ -188,10 +188,36 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", firstLine(stmt), err)
 			}
 		}
+		if s.dialect == "postgres" {
+			return compressTextsWithLZ4(tx, s.table)
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: migrate table %s: %w", s.table, err)
+	}
+	return nil
+}
+
+// compressTextsWithLZ4 has PostgreSQL compress the texts of new rows with
+// lz4 instead of its default pglz, where the server has lz4 (PostgreSQL 14
+// and later, built with it): web pages are TOASTed, and pglz stored them at
+// about 55 MB/s of one core against lz4's 220 on the bench's documents,
+// for 20% more disk. Rows stored before keep their compression. The column
+// is altered once: the statement locks the table.
+func compressTextsWithLZ4(tx *gorm.DB, table string) error {
+	var lz4 bool
+	err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals))`).Scan(&lz4).Error
+	if err != nil || !lz4 {
+		return err
+	}
+	var current string
+	err = tx.Raw(`SELECT attcompression::text FROM pg_attribute WHERE attrelid = ?::regclass AND attname = 'text'`, `"`+table+`"`).Scan(&current).Error
+	if err != nil || current == "l" {
+		return err
+	}
+	if err := tx.Exec(`ALTER TABLE "` + table + `" ALTER COLUMN "text" SET COMPRESSION lz4`).Error; err != nil {
+		return fmt.Errorf("compress the texts of %s with lz4: %w", table, err)
 	}
 	return nil
 }

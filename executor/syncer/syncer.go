@@ -76,7 +76,8 @@ type Syncer struct {
 
 // Pass syncs everything that changed up to now and advances the watermark.
 // It returns how many states it wrote. While PostgreSQL stores a page, the
-// next one is read from Redis.
+// last page is marked clean and the next one read from Redis, so that
+// PostgreSQL sets the pace.
 func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	started := time.Now()
 	defer s.updateLag(ctx)
@@ -87,6 +88,7 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 	rows := 0
 	pages := s.State.SyncPages(epoch)
 	page, last, err := pages.Next(ctx, s.nextPageStates(), PageBytes)
+	var stored *storedPage // saved in PostgreSQL, not marked clean yet
 	for err == nil {
 		s.sized(page)
 		var mark *store.Watermark
@@ -100,28 +102,61 @@ func (s *Syncer) Pass(ctx context.Context, epoch uint64) (int, error) {
 		go func() { saving <- s.Store.Save(ctx, page, mark) }()
 		var next []document.Document
 		var nextLast bool
-		var nextErr error
-		if !last {
-			next, nextLast, nextErr = pages.Next(ctx, s.nextPageStates(), PageBytes)
+		if stored != nil {
+			err = s.finish(ctx, epoch, stored, nil, &rows)
 		}
-		saved, err := s.saved(ctx, epoch, page, mark, <-saving)
+		if err == nil && !last {
+			next, nextLast, err = pages.Next(ctx, s.nextPageStates(), PageBytes)
+		}
+		saveErr := <-saving
 		if err != nil {
 			return rows, err
 		}
-		rows += saved
-		if mark != nil {
-			s.synced, s.hasSynced = mark.Offset, true
+		stored = &storedPage{page, mark}
+		if saveErr != nil {
+			// Refused rows are set aside by saving the page in parts, and
+			// nothing else is saved meanwhile: the watermark goes last.
+			if err := s.finish(ctx, epoch, stored, saveErr, &rows); err != nil {
+				return rows, err
+			}
+			stored = nil
 		}
 		if last {
 			break
 		}
-		page, last, err = next, nextLast, nextErr
+		page, last = next, nextLast
 	}
 	if err != nil {
 		return rows, err
 	}
+	if stored != nil {
+		if err := s.finish(ctx, epoch, stored, nil, &rows); err != nil {
+			return rows, err
+		}
+	}
 	s.Metrics.SyncSeconds.Observe(time.Since(started).Seconds())
 	return rows, nil
+}
+
+// storedPage is a page saved to PostgreSQL, with the watermark it carried
+// (nil: none).
+type storedPage struct {
+	states []document.Document
+	mark   *store.Watermark
+}
+
+// finish ends the sync of a page whose save returned saveErr (see saved)
+// and counts the states stored in rows.
+func (s *Syncer) finish(ctx context.Context, epoch uint64, p *storedPage, saveErr error, rows *int) error {
+	saved, err := s.saved(ctx, epoch, p.states, p.mark, saveErr)
+	if err != nil {
+		return err
+	}
+	*rows += saved
+	if p.mark != nil {
+		s.synced, s.hasSynced = p.mark.Offset, true
+	}
+	return nil
 }
 
 // nextPageStates is how many states the next page reads: Batch, or fewer

@@ -9,7 +9,8 @@ import (
 // cache holds the states the leader has seen, as Redis has them after the
 // leader's last write, least recently used first out, within a byte budget.
 // Only the leader writes its partition (fenced), so a state in the cache is
-// the state in Redis for as long as the term lasts.
+// the state in Redis for as long as the term lasts — or, with a CleanTTL, a
+// clean state that may have expired since: Prepare writes those whole.
 type cache struct {
 	budget, bytes int
 	entries       map[string]*list.Element // of *cached, by url

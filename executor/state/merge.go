@@ -183,9 +183,15 @@ func (s *State) Prepare(ctx context.Context, epoch uint64, updates []Update, nex
 			// newest version changed (a tie broken by the text included).
 			// A small text the leader holds goes again with the numbers:
 			// one more value in the batch's MSET costs Redis less than a
-			// command of its own that rewrites the numbers alone.
+			// command of its own that rewrites the numbers alone. A state
+			// that may have expired since it was read (a CleanTTL) is always
+			// written whole: rewriting the numbers of a key that is gone
+			// would make a value without its text (readTexts read it).
 			writeText := !w.inRedis || w.cur.FetchTime != w.orig.FetchTime || (w.hasText && w.cur.Text != w.orig.Text) ||
-				(w.textKnown() && len(w.cur.Text) <= smallText)
+				(w.textKnown() && len(w.cur.Text) <= smallText) || s.opts.CleanTTL > 0
+			if writeText && !w.textKnown() {
+				return nil, fmt.Errorf("state: merge a batch of partition %d: the text of %q to write is unknown", s.opts.Partition, w.cur.URL)
+			}
 			b.writes = append(b.writes, written{doc: w.cur, writeText: writeText, textBytes: w.curTextBytes()})
 		case w.exists && !w.inRedis:
 			b.cached = append(b.cached, w.cur)
@@ -256,8 +262,9 @@ func (s *State) readThrough(ctx context.Context, urls map[string]*work, absent [
 // readTexts reads the texts the batch needs and lacks: of states in Redis
 // that an update could leave as they are while it is published (an older
 // version, a replay) or that an update ties with (the same fetchTime, where
-// the greater text wins). A text that expired since its numbers were read
-// (clean states may) is read through.
+// the greater text wins), and, when states may expire (a CleanTTL), of
+// those an older version changes the numbers of (Prepare writes them
+// whole). A text that expired since its numbers were read is read through.
 func (s *State) readTexts(ctx context.Context, urls map[string]*work, updates []Update, loader Loader, readThrough *int) error {
 	var need []string
 	for _, u := range updates {
@@ -265,7 +272,7 @@ func (s *State) readTexts(ctx context.Context, urls map[string]*work, updates []
 		if !w.exists || w.hasText || !w.inRedis {
 			continue
 		}
-		if u.Doc.FetchTime == w.orig.FetchTime || (u.Doc.FetchTime < w.orig.FetchTime && u.Emit != EmitNever) {
+		if u.Doc.FetchTime == w.orig.FetchTime || (u.Doc.FetchTime < w.orig.FetchTime && (u.Emit != EmitNever || s.opts.CleanTTL > 0)) {
 			w.hasText = true // read below
 			need = append(need, u.Doc.URL)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -718,4 +719,39 @@ func TestTheMergeAndTheSyncMayRunAtOnce(t *testing.T) {
 			t.Fatalf("state %+v, want fetchTime %d", d, batches)
 		}
 	}
+}
+
+// TestAStateThatExpiredBeforeItsNumbersChangeIsWrittenWhole: with a
+// CleanTTL the leader may believe a clean state is in Redis after its key
+// expired. An older version then changes its numbers alone; writing them
+// alone (SETRANGE) would leave a value without its text.
+func TestAStateThatExpiredBeforeItsNumbersChangeIsWrittenWhole(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		pool := fmt.Sprintf("expired-%x", rand.Uint64())
+		s := state.New(c, state.Options{Pool: pool, Partition: 0, CleanTTL: time.Hour})
+		claim, err := s.Claim(ctx, 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := document.Document{URL: "u", PubDate: 100, FetchTime: 100, FirstFetchTime: 100, Text: strings.Repeat("a web page ", 500)}
+		pg := &pgCopy{docs: map[string]document.Document{"u": page}}
+		// Read through and cached clean: in Redis with a TTL, and in the leader's cache.
+		if _, err := s.Apply(ctx, claim.Epoch, changed(page), 1, pg); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, c.B().Del().Key(fmt.Sprintf("dx:{%s/0}:s:u", pool)).Build()).Error(); err != nil {
+			t.Fatal(err) // it expires
+		}
+		older := document.Document{URL: "u", PubDate: 50, FetchTime: 50, Text: "an older crawl"}
+		if _, err := s.Apply(ctx, claim.Epoch, changed(older), 2, pg); err != nil {
+			t.Fatal(err)
+		}
+		want := page
+		want.PubDate, want.FirstFetchTime = 50, 50
+		got, err := s.Get(ctx, "u")
+		if err != nil || got["u"] != want {
+			t.Fatalf("Redis holds %+v (%v), want the page with the older crawl's pubDate and firstFetchTime", got["u"], err)
+		}
+	})
 }

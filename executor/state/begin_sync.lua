@@ -11,11 +11,14 @@ local meta, dirty, syncing = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', dirty) == 1 then
   if redis.call('EXISTS', syncing) == 1 then
     local cursor = '0'
-    repeat -- in steps well below Lua's unpack limit
+    repeat
       local step = redis.call('HSCAN', dirty, cursor, 'COUNT', 500)
       cursor = step[1]
-      if #step[2] > 0 then
-        redis.call('HSET', syncing, unpack(step[2]))
+      -- HSCAN may return more than asked (miniredis: the whole hash), and
+      -- unpack has a limit: field-value pairs in slices of 500.
+      local fields = step[2]
+      for i = 1, #fields, 1000 do
+        redis.call('HSET', syncing, unpack(fields, i, math.min(i + 999, #fields)))
       end
     until cursor == '0'
     redis.call('DEL', dirty)

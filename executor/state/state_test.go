@@ -755,3 +755,29 @@ func TestAStateThatExpiredBeforeItsNumbersChangeIsWrittenWhole(t *testing.T) {
 		}
 	})
 }
+
+// TestManyUrlsDirtyBesideAFailedPassMoveAsideTogether: a pass that failed
+// leaves its urls set aside, and the next one joins the urls dirty since
+// to them, however many (miniredis returns a whole hash from one HSCAN).
+func TestManyUrlsDirtyBesideAFailedPassMoveAsideTogether(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		s, epoch, _ := fresh(t, c, true)
+		if _, err := s.Apply(ctx, epoch, changed(document.Document{URL: "first", FetchTime: 1}), 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := s.BeginSync(ctx, epoch); err != nil {
+			t.Fatal(err) // and the pass fails: "first" stays set aside
+		}
+		var docs []document.Document
+		for i := range 6000 {
+			docs = append(docs, document.Document{URL: fmt.Sprint(i), FetchTime: 1})
+		}
+		if _, err := s.Apply(ctx, epoch, changed(docs...), 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, pending, err := s.BeginSync(ctx, epoch); err != nil || pending != 6001 {
+			t.Fatalf("pending %d (%v), want all 6001", pending, err)
+		}
+	})
+}

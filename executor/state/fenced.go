@@ -77,26 +77,34 @@ func (s *State) fenced(ctx context.Context, op string, epoch uint64, tx transact
 // attempt is one try of fenced on a dedicated connection.
 func (s *State) attempt(ctx context.Context, c rueidis.DedicatedClient, epoch string, tx transaction) (after, err error) {
 	b := c.B()
+	// The connection goes back to rueidis' pool when this returns, for any
+	// partition's next transaction: without a WATCH (EXEC ends it, UNWATCH
+	// otherwise), or closed when that cannot be said (ctx ended, the
+	// connection broke), so that it is not handed out again.
+	watching := true
+	defer func() {
+		if watching && c.Do(ctx, b.Unwatch().Build()).Error() != nil {
+			c.Close()
+		}
+	}()
 	pre := append(rueidis.Commands{b.Watch().Key(tx.watch...).Build(), b.Hget().Key(s.metaKey).Field("epoch").Build()}, tx.reads(b)...)
 	read := c.DoMulti(ctx, pre...)
-	unwatch := func() { c.Do(ctx, b.Unwatch().Build()) } // the connection goes back to the pool
 	for i, r := range read {
 		if err := r.Error(); err != nil && !(i == 1 && rueidis.IsRedisNil(err)) {
-			unwatch()
 			return nil, fmt.Errorf("read under WATCH: %w", err)
 		}
 	}
 	if held, _ := read[1].ToString(); held != epoch {
-		unwatch()
 		return nil, errNotHeld
 	}
 	writes, after := tx.writes(b, read[2:])
 	if len(writes) == 0 {
-		unwatch()
 		return after, nil
 	}
 	res := c.DoMulti(ctx, append(append(rueidis.Commands{b.Multi().Build()}, writes...), b.Exec().Build())...)
 	exec := res[len(res)-1]
+	// An answer to EXEC, even an error or nil (aborted), ends the WATCH.
+	watching = exec.NonRedisError() != nil
 	if rueidis.IsRedisNil(exec.Error()) {
 		return nil, errAborted
 	}

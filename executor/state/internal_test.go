@@ -215,3 +215,42 @@ func TestAMarkOutlastsTheBatchesWrittenBesideIt(t *testing.T) {
 		t.Fatalf("after %d attempts: %v; want it to go through after %d aborted", attempts, err, batchesBeside)
 	}
 }
+
+// TestATransactionCutShortLeavesNoWatchBehind: a term that ends between a
+// transaction's reads and its EXEC must not hand rueidis back a connection
+// still watching the meta hash, or the next transaction on it (any
+// partition's) is aborted by a change it never read.
+func TestATransactionCutShortLeavesNoWatchBehind(t *testing.T) {
+	bg := context.Background()
+	c := testenv.Redis(t)
+	s := New(c, Options{Pool: fmt.Sprintf("cut-short-%x", rand.Uint64()), Partition: 0})
+	claim, err := s.Claim(bg, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	err = s.fenced(ctx, "write", claim.Epoch, transaction{
+		watch: []string{s.metaKey},
+		reads: func(rueidis.Builder) rueidis.Commands { return nil },
+		writes: func(rb rueidis.Builder, _ []rueidis.RedisResult) (rueidis.Commands, error) {
+			cancel() // the term ends here
+			return rueidis.Commands{rb.Set().Key(s.tag + "x").Value("1").Build()}, nil
+		},
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want the term's end", err)
+	}
+	if err := c.Do(bg, c.B().Hset().Key(s.metaKey).FieldValue().FieldValue("applied", "1").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Dedicated(func(d rueidis.DedicatedClient) error {
+		res := d.DoMulti(bg, d.B().Multi().Build(), d.B().Set().Key(s.tag+"y").Value("1").Build(), d.B().Exec().Build())
+		if rueidis.IsRedisNil(res[2].Error()) {
+			return errors.New("the next transaction was aborted by a WATCH left behind")
+		}
+		return res[2].Error()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

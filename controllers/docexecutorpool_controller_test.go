@@ -733,6 +733,9 @@ func TestInvalidSpecsAreRejectedWithTheirMessages(t *testing.T) {
 		{"partitions are at least 1 when set", func(s *docexecv1.DocExecutorPoolSpec) { s.Partitions = ptr.To[int32](0) }, "spec.partitions"},
 		{"replicas per partition are 1 to 9", func(s *docexecv1.DocExecutorPoolSpec) { s.ReplicasPerPartition = 10 }, "spec.replicasPerPartition"},
 		{"durations are positive", func(s *docexecv1.DocExecutorPoolSpec) { s.Sync.Interval = &metav1.Duration{Duration: -time.Second} }, "sync.interval must be positive"},
+		{"a clean TTL is whole seconds", func(s *docexecv1.DocExecutorPoolSpec) {
+			s.Redis.CleanTTL = &metav1.Duration{Duration: 500 * time.Millisecond}
+		}, "redis.cleanTTL must be 0s (keep synced states) or at least 1s"},
 		{"a lease is at least 2s", func(s *docexecv1.DocExecutorPoolSpec) {
 			s.Failover.LeaseDuration = &metav1.Duration{Duration: time.Second}
 		}, "failover.leaseDuration must be at least 2s"},

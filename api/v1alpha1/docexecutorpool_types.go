@@ -145,7 +145,9 @@ type RedisSpec struct {
 	// PasswordSecretRef selects the password in a Secret.
 	// +optional
 	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
-	// CleanTTL lets synced states expire from Redis; unset keeps them.
+	// CleanTTL lets synced states expire from Redis; unset or 0s keeps them.
+	// Redis counts it in whole seconds.
+	// +kubebuilder:validation:XValidation:rule="duration(self) == duration('0s') || duration(self) >= duration('1s')",message="redis.cleanTTL must be 0s (keep synced states) or at least 1s"
 	// +optional
 	CleanTTL *metav1.Duration `json:"cleanTTL,omitempty"`
 }

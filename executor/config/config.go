@@ -314,7 +314,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("kafka.format: %w", err))
 	}
 	check(len(c.Redis.Addresses) > 0, "redis.addresses", "at least one address is required")
-	check(c.Redis.CleanTTL >= 0, "redis.cleanTTL", "must not be negative")
+	// Redis expires keys in whole seconds: a shorter TTL would be none.
+	check(c.Redis.CleanTTL == 0 || time.Duration(c.Redis.CleanTTL) >= time.Second, "redis.cleanTTL", "must be 0 (keep synced states) or at least 1s")
 	check(c.Postgres.DSN != "", "postgres.dsn", "required (set DOCEXEC_POSTGRES_DSN)")
 	if c.Postgres.DSN != "" {
 		if err := store.CheckDSN(c.Postgres.DSN); err != nil {

@@ -45,6 +45,8 @@ func TestInvalidSettingsAreNamed(t *testing.T) {
 		{"an unknown format is refused", append(base, "--kafka.format", "xml"), "kafka.format"},
 		{"a zero batch is refused", append(base, "--batch.size", "0"), "batch.size"},
 		{"a bad duration is refused", append(base, "--sync.interval", "soon"), "sync.interval"},
+		{"a clean TTL under a second is refused", append(base, "--redis.cleanTTL", "500ms"), "redis.cleanTTL"},
+		{"a clean TTL of 0 keeps states", append(base, "--redis.cleanTTL", "0s"), ""},
 		{"the start offset is earliest or latest", append(base, "--kafka.startOffset", "middle"), "kafka.startOffset"},
 		{"SCRAM-SHA-512 is a mechanism", append(base, "--kafka.sasl.mechanism", "SCRAM-SHA-512", "--kafka.sasl.username", "u", "--kafka.sasl.password", "p"), ""},
 		{"an unknown SASL mechanism is refused", append(base, "--kafka.sasl.mechanism", "SCRAM-SHA-1", "--kafka.sasl.username", "u", "--kafka.sasl.password", "p"), "kafka.sasl.mechanism"},

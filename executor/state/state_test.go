@@ -18,6 +18,7 @@ import (
 	"github.com/docexec/docexec/executor/document/documenttest"
 	"github.com/docexec/docexec/executor/fencing"
 	"github.com/docexec/docexec/executor/state"
+	"github.com/docexec/docexec/internal/docgen"
 	"github.com/docexec/docexec/internal/testenv"
 )
 
@@ -778,6 +779,88 @@ func TestManyUrlsDirtyBesideAFailedPassMoveAsideTogether(t *testing.T) {
 		}
 		if _, _, pending, err := s.BeginSync(ctx, epoch); err != nil || pending != 6001 {
 			t.Fatalf("pending %d (%v), want all 6001", pending, err)
+		}
+	})
+}
+
+// TestWebPagesRoundTripThroughRedis: documents shaped like the web (texts
+// log-normal up to the broker's limit, every script, urls up to 8 KB,
+// duplicates and disorder) merged in batches, with a leader whose cache
+// holds few of them, come back as the oracle says, and the sync's pages
+// hold each url once and end at the text that crosses their byte bound.
+func TestWebPagesRoundTripThroughRedis(t *testing.T) {
+	servers(t, func(t *testing.T, c rueidis.Client) {
+		ctx := context.Background()
+		pool := fmt.Sprintf("web-%x", rand.Uint64())
+		// A small cache: most states are read back from Redis (GETRANGE
+		// of their numbers, texts when the merge needs them).
+		s := state.New(c, state.Options{Pool: pool, Partition: 0, CacheBytes: 256 << 10})
+		claim, err := s.Claim(ctx, 0, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := docgen.New(docgen.Options{Seed: 9, TotalBytes: 12 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batch []state.Update
+		next := int64(0)
+		flush := func() {
+			next++
+			if _, err := s.Apply(ctx, claim.Epoch, batch, next, nil); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+		for d := range g.Updates() {
+			if batch = append(batch, state.Update{Doc: d, Emit: state.EmitChanged}); len(batch) == 100 {
+				flush()
+			}
+		}
+		flush()
+		want := docgen.FinalStates(g.Updates())
+		urls := make([]string, 0, len(want))
+		for url := range want {
+			urls = append(urls, url)
+		}
+		got, err := s.Get(ctx, urls...)
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("got %d states (%v), want %d", len(got), err, len(want))
+		}
+		for url, d := range want {
+			if got[url] != d {
+				t.Fatalf("state of a %d-byte url: got %d bytes of text at fetchTime %d, want %d at %d",
+					len(url), len(got[url].Text), got[url].FetchTime, len(d.Text), d.FetchTime)
+			}
+		}
+		if _, _, _, err := s.BeginSync(ctx, claim.Epoch); err != nil {
+			t.Fatal(err)
+		}
+		const bound = 256 << 10
+		pages := s.SyncPages(claim.Epoch)
+		seen := map[string]bool{}
+		for last := false; !last; {
+			var page []document.Document
+			if page, last, err = pages.Next(ctx, 1000, bound); err != nil {
+				t.Fatal(err)
+			}
+			bytes := 0
+			for i, d := range page {
+				if seen[d.URL] || d != want[d.URL] {
+					t.Fatalf("page state of %q: seen before %v, or not the oracle's", d.URL[:min(len(d.URL), 40)], seen[d.URL])
+				}
+				seen[d.URL] = true
+				if bytes >= bound {
+					t.Fatalf("a page goes on after its text bound: %d bytes before state %d", bytes, i)
+				}
+				bytes += len(d.Text)
+			}
+			if err := s.MarkClean(ctx, claim.Epoch, page); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(seen) != len(want) {
+			t.Fatalf("the pages held %d urls, want %d", len(seen), len(want))
 		}
 	})
 }

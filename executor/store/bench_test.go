@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/docexec/docexec/executor/document"
+	"github.com/docexec/docexec/internal/docgen"
 )
 
 // BenchmarkSave measures Save on PostgreSQL with 1000-state batches and a
@@ -47,4 +48,41 @@ func BenchmarkSave(b *testing.B) {
 		save(b, s, states(0, 0), nil)
 		run(b, s, func(round int) []document.Document { return states(round+1, 0) })
 	})
+}
+
+// BenchmarkSaveWebPages measures Save of web pages (docgen: texts
+// log-normal around 6 KB with a tail to the broker's limit, every script)
+// with each TOAST compression PostgreSQL offers for the texts' column:
+// pglz, its default, and lz4, which Migrate sets where it can.
+func BenchmarkSaveWebPages(b *testing.B) {
+	g, err := docgen.New(docgen.Options{Seed: 3, TotalBytes: 20 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pages []document.Document
+	textBytes := 0
+	for d := range g.Updates() {
+		pages = append(pages, document.StateOf(d))
+		textBytes += len(d.Text)
+	}
+	for _, compression := range []string{"pglz", "lz4"} {
+		b.Run(compression, func(b *testing.B) {
+			s := openPostgres(b, Options{})
+			if err := s.db.Exec(`ALTER TABLE "documents" ALTER COLUMN "text" SET COMPRESSION ` + compression).Error; err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if err := s.db.Exec(`TRUNCATE "documents"`).Error; err != nil {
+					b.Fatal(err)
+				}
+				for i := 0; i < len(pages); i += 100 {
+					if err := s.Save(ctx, pages[i:min(i+100, len(pages))], nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N)*float64(textBytes)/1e6/b.Elapsed().Seconds(), "MB/s")
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(pages)), "µs/page")
+		})
+	}
 }

@@ -310,7 +310,7 @@ func (r *DocExecutorPoolReconciler) observe(ctx context.Context, pool *docexecv1
 		return o, fmt.Errorf("list Leases of DocExecutorPool %s: %w", pool.Name, err)
 	}
 	for i := range leases.Items {
-		if p, ok := partitionOf(&leases.Items[i]); ok && !ownedByAnother(&leases.Items[i], pool) {
+		if p, ok := partitionOf(&leases.Items[i]); ok && claimOf(&leases.Items[i], pool) != claimTheirs {
 			o.leases[p] = &leases.Items[i]
 		}
 	}
@@ -371,7 +371,7 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 	}
 
 	key := client.ObjectKeyFromObject(pool)
-	var created, removed atomic.Int32
+	var created atomic.Int32
 	out.err = r.each(ctx, len(pl.deployments), func(ctx context.Context, i int) error {
 		p := int32(i)
 		dep, ok := o.deployments[p]
@@ -433,15 +433,14 @@ func (r *DocExecutorPoolReconciler) act(ctx context.Context, pool *docexecv1.Doc
 			}
 			r.written.forget(obj)
 		}
-		removed.Add(1)
 		return nil
 	})
 	if out.err != nil {
 		return out
 	}
-	if created.Load() > 0 || removed.Load() > 0 {
+	if created.Load() > 0 || len(gone) > 0 { // every partition in gone is deleted: a failure returned above
 		before := int32(len(o.deployments))
-		r.Recorder.Eventf(pool, corev1.EventTypeNormal, docexecv1.EventPartitionsScaled, "Scaled from %d to %d partitions", before, before+created.Load()-removed.Load())
+		r.Recorder.Eventf(pool, corev1.EventTypeNormal, docexecv1.EventPartitionsScaled, "Scaled from %d to %d partitions", before, before+created.Load()-int32(len(gone)))
 	}
 	var leases []*coordinationv1.Lease
 	for p, l := range o.leases {
@@ -591,12 +590,6 @@ func merged(base, over map[string]string) map[string]string {
 	maps.Copy(out, base)
 	maps.Copy(out, over)
 	return out
-}
-
-// ownedByAnother reports whether something other than pool controls obj.
-func ownedByAnother(obj client.Object, pool *docexecv1.DocExecutorPool) bool {
-	ref := metav1.GetControllerOf(obj)
-	return ref != nil && ref.UID != pool.UID
 }
 
 // ensureLease creates a partition's Lease unless one of its name exists:

@@ -80,6 +80,10 @@ func TestObjectsThatAreNotThePoolsAreLeftAlone(t *testing.T) {
 		{"a Lease of another election", func(pool string) client.Object {
 			return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: pool + "-p0"}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("web-1")}}
 		}, false},
+		{"a Lease with the pool's label but not the operator's", func(pool string) client.Object {
+			return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: pool + "-p1", Labels: map[string]string{controllers.LabelPool: pool, controllers.LabelPartition: "1"}},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("web-1")}}
+		}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e.t = t

@@ -120,13 +120,18 @@ func (k *KafkaTopics) lookup(ctx context.Context, pool *docexecv1.DocExecutorPoo
 // executors get as files and environment.
 func (k *KafkaTopics) authenticate(ctx context.Context, pool *docexecv1.DocExecutorPool, cfg *kafka.Config) error {
 	s := pool.Spec.Kafka
+	secrets := map[string]*corev1.Secret{} // each read once, however many keys it gives
 	read := func(secret, key string) ([]byte, error) {
 		if k.Secrets == nil {
 			return nil, errors.New("controllers: KafkaTopics needs Secrets to read the Kafka credentials of pools")
 		}
-		var sec corev1.Secret
-		if err := k.Secrets.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: secret}, &sec); err != nil {
-			return nil, fmt.Errorf("kafka credentials: %w", err)
+		sec, ok := secrets[secret]
+		if !ok {
+			sec = &corev1.Secret{}
+			if err := k.Secrets.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: secret}, sec); err != nil {
+				return nil, fmt.Errorf("kafka credentials: %w", err)
+			}
+			secrets[secret] = sec
 		}
 		v, ok := sec.Data[key]
 		if !ok {

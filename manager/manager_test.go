@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -64,7 +64,11 @@ func TestTheOperator(t *testing.T) {
 	k8s, cfg := controlPlane(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr := freeAddr(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	var stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
@@ -176,14 +180,4 @@ func checkMetricsAccess(ctx context.Context, t *testing.T, k8s client.Client, cf
 	if code, body := get(scraper); code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
 		t.Errorf("the scraper: %d, want 200 and the operator's metrics:\n%.300s", code, body)
 	}
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

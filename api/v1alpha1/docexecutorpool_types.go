@@ -171,9 +171,9 @@ type BatchSpec struct {
 	// +kubebuilder:validation:Maximum=10000
 	// +optional
 	Size int32 `json:"size,omitempty"`
-	// MaxBytes is the most bytes of message values in one batch (a larger
-	// message is a batch of its own): it bounds the executor's memory when
-	// documents are large.
+	// MaxBytes closes a batch at the message that brings its values to that
+	// many bytes (so a batch holds at most MaxBytes plus one message): it
+	// bounds the executor's memory when documents are large.
 	// +kubebuilder:default=2097152
 	// +kubebuilder:validation:Minimum=1
 	// +optional

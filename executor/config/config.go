@@ -248,7 +248,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Postgres.DSN, "postgres.dsn", c.Postgres.DSN, "PostgreSQL DSN (prefer the environment)")
 	fs.StringVar(&c.Postgres.Table, "postgres.table", c.Postgres.Table, "documents table (default documents)")
 	fs.IntVar(&c.Batch.Size, "batch.size", c.Batch.Size, "messages per batch at most")
-	fs.IntVar(&c.Batch.MaxBytes, "batch.maxBytes", c.Batch.MaxBytes, "bytes of message values per batch at most (a larger message is a batch of its own)")
+	fs.IntVar(&c.Batch.MaxBytes, "batch.maxBytes", c.Batch.MaxBytes, "bytes of message values that close a batch (at the message that reaches them)")
 	fs.Var(&c.Batch.MaxWait, "batch.maxWait", "longest wait to fill a batch")
 	fs.Var(&c.Sync.Interval, "sync.interval", "time between syncs to PostgreSQL")
 	fs.IntVar(&c.Sync.BatchSize, "sync.batchSize", c.Sync.BatchSize, "states per PostgreSQL transaction")

@@ -37,7 +37,7 @@ type ReadOptions struct {
 	Offset int64
 	// MaxRecords bounds the records of a batch (required). MaxBytes, when
 	// set, closes a batch at the record that brings its values to that many
-	// bytes (a larger record is a batch of its own).
+	// bytes: a batch holds at most MaxBytes plus one record.
 	MaxRecords int
 	MaxBytes   int
 	// MaxWait is how long a batch waits for more records after its first;

@@ -34,7 +34,7 @@ func produce(t *testing.T, cfg kafka.Config, topic string, values ...string) {
 
 func TestPollCutsBatchesByRecordsAndBytes(t *testing.T) {
 	cfg := kafka.Config{Brokers: testenv.Kafka(t, 1, "in")}
-	produce(t, cfg, "in", "aaa", "bbb", "a value larger than the batch", "ccc", "ddd", "eee", "fff")
+	produce(t, cfg, "in", "aaa", "bbb", "a value larger than the batch", "ccc", "ddd", "eee", "fff", "g", "a large value after a small one", "h")
 	client, err := kafka.Connect(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -46,10 +46,14 @@ func TestPollCutsBatchesByRecordsAndBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	// A bound that stops working shows as a failure, not as a test that
+	// waits for its timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	var got [][]string
 	var kept []kafka.Record // copied out: they must outlive the next Poll
-	for range 4 {
-		batch, err := r.Poll(context.Background())
+	for range 5 {
+		batch, err := r.Poll(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +64,9 @@ func TestPollCutsBatchesByRecordsAndBytes(t *testing.T) {
 		got = append(got, values)
 		kept = append(kept, batch...)
 	}
-	want := [][]string{{"aaa", "bbb"}, {"a value larger than the batch"}, {"ccc", "ddd"}, {"eee", "fff"}}
+	// A batch closes at the record that reaches the byte bound, large or
+	// not: it may exceed the bound by that one record.
+	want := [][]string{{"aaa", "bbb"}, {"a value larger than the batch"}, {"ccc", "ddd"}, {"eee", "fff"}, {"g", "a large value after a small one"}}
 	if !slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("batches %q, want %q", got, want)
 	}
@@ -70,9 +76,9 @@ func TestPollCutsBatchesByRecordsAndBytes(t *testing.T) {
 			t.Fatalf("record %d is %+v, want offset %d of in/0 with its header", i, m, i)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if batch, err := r.Poll(ctx); len(batch) != 0 || !errors.Is(err, context.Canceled) {
+	ended, end := context.WithCancel(context.Background())
+	end()
+	if batch, err := r.Poll(ended); len(batch) != 0 || !errors.Is(err, context.Canceled) {
 		t.Fatalf("a Poll whose context ended returned %d records, %v", len(batch), err)
 	}
 }
@@ -90,10 +96,12 @@ func TestABatchThatIsNotFullClosesWhenItsWaitEnds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// No more records come: each Poll returns at its wait's end.
+		// No more records come: each Poll returns at its wait's end (a
+		// wait that never ends fails at the deadline).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var got []string
 		for len(got) < 3 {
-			batch, err := r.Poll(context.Background())
+			batch, err := r.Poll(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,6 +109,7 @@ func TestABatchThatIsNotFullClosesWhenItsWaitEnds(t *testing.T) {
 				got = append(got, string(m.Value))
 			}
 		}
+		cancel()
 		r.Close()
 		if !slices.Equal(got, []string{"a", "b", "c"}) {
 			t.Fatalf("wait %v: read %q", wait, got)

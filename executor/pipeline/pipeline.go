@@ -75,8 +75,9 @@ type Options struct {
 	// StartOffset is where a partition that never ran starts.
 	StartOffset kafka.StartOffset
 	// BatchSize, BatchBytes and BatchWait bound a batch: it closes when it
-	// holds BatchSize messages or BatchBytes of their values (a larger
-	// message is a batch of its own), or BatchWait after its first message.
+	// holds BatchSize messages, at the message that brings their values to
+	// BatchBytes (so at most BatchBytes plus one message), or BatchWait
+	// after its first message.
 	// The bytes bound what a batch holds in memory at each of its steps:
 	// 500 web pages can be 15 MB, and copies of a batch are kept while it is
 	// merged, written to Redis and published.

@@ -105,11 +105,11 @@ func (c Config) Validate() error {
 	if c.Compression != "" && !slices.Contains(Compressions, c.Compression) {
 		return fmt.Errorf("kafka.compression: %q is not one of %v", c.Compression, Compressions)
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return errors.New("kafka.tls: certFile and keyFile go together")
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") || (len(c.TLS.Cert) == 0) != (len(c.TLS.Key) == 0) {
+		return errors.New("kafka.tls: a client certificate and its key go together")
 	}
-	if !c.TLS.Enabled && (c.TLS.CAFile != "" || c.TLS.CertFile != "") {
-		return errors.New("kafka.tls: caFile, certFile and keyFile need tls.enabled")
+	if !c.TLS.Enabled && (c.TLS.CAFile != "" || c.TLS.CertFile != "" || len(c.TLS.CA) > 0 || len(c.TLS.Cert) > 0) {
+		return errors.New("kafka.tls: a CA or client certificate needs tls.enabled")
 	}
 	return nil
 }

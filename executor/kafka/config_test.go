@@ -31,6 +31,14 @@ func TestABadSettingFailsWhereItIsGiven(t *testing.T) {
 			_, err := kafka.NewWriter(kafka.Config{Brokers: nowhere, SASL: kafka.SASL{Mechanism: "PLAIN", Username: "u"}}, writer)
 			return err
 		}},
+		{"client, a CA in memory without TLS", "tls.enabled", func() error {
+			_, err := kafka.Connect(kafka.Config{Brokers: nowhere, TLS: kafka.TLS{CA: []byte("pem")}})
+			return err
+		}},
+		{"client, a certificate in memory without its key", "kafka.tls", func() error {
+			_, err := kafka.Connect(kafka.Config{Brokers: nowhere, TLS: kafka.TLS{Enabled: true, Cert: []byte("pem")}})
+			return err
+		}},
 		{"writer, group", "consumer group", func() error {
 			_, err := kafka.NewWriter(kafka.Config{Brokers: nowhere}, kafka.WriterOptions{TransactionalID: "t", InputTopic: "in"})
 			return err

@@ -122,7 +122,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	}
 	defer conns.close()
 	exec, err := partition.NewEngine(cfg, conns.redis, pipeline.Deps{
-		KafkaConfig: cfg.Kafka.Config, Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
+		Kafka: conns.kafka, Store: conns.store, Log: log, Health: h,
 		// The pool's name: its namespace is the scraped pod's.
 		Metrics: metrics.New(reg).Partition(cfg.Pool, cfg.Partition),
 	})

@@ -269,7 +269,7 @@ func startExecutors(ctx context.Context, o options, s *servers, log *slog.Logger
 		lock := leader.NewLocal(&x.handovers)
 		for range o.replicas {
 			exec, err := partition.NewEngine(cfg, s.redis, pipeline.Deps{
-				KafkaConfig: cfg.Kafka.Config, Kafka: s.kafka, Store: s.store, Metrics: part, Log: log, Health: h})
+				Kafka: s.kafka, Store: s.store, Metrics: part, Log: log, Health: h})
 			if err != nil {
 				x.stop() //nolint:errcheck // the error is this one
 				return nil, err

@@ -93,13 +93,14 @@ func StoreOptions(cfg config.Config) store.Options {
 // NewEngine builds the partition's pipeline engine from the configuration, the
 // one place that maps it to the pipeline's options, codec and state in
 // Redis: `docexec executor` and `docexec local` run the same settings.
-// deps bring the rest (their State and Codec are set here).
+// deps bring the rest (their Codec, State and KafkaConfig are set here).
 func NewEngine(cfg config.Config, redis rueidis.Client, deps pipeline.Deps) (*pipeline.Engine, error) {
 	c, err := codec.New(cfg.Kafka.Format)
 	if err != nil {
 		return nil, err
 	}
 	deps.Codec = c
+	deps.KafkaConfig = cfg.Kafka.Config
 	deps.State = state.New(redis, state.Options{Pool: cfg.Identity(), Partition: cfg.Partition, CleanTTL: time.Duration(cfg.Redis.CleanTTL),
 		PartitionCount: deps.Kafka.PartitionCount(cfg.Kafka.InputTopic)})
 	return pipeline.New(PipelineOptions(cfg), deps), nil

@@ -34,7 +34,7 @@ func produce(t *testing.T, cfg kafka.Config, topic string, values ...string) {
 
 func TestPollCutsBatchesByRecordsAndBytes(t *testing.T) {
 	cfg := kafka.Config{Brokers: testenv.Kafka(t, 1, "in")}
-	produce(t, cfg, "in", "aaa", "bbb", "a value larger than the batch", "ccc", "ddd", "eee", "fff", "g", "a large value after a small one", "h")
+	produce(t, cfg, "in", "aaa", "bbb", "a value larger than the batch", "ccc", "ddd", "eee", "fff", "g", "a large value after a small one")
 	client, err := kafka.Connect(cfg)
 	if err != nil {
 		t.Fatal(err)

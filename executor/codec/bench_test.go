@@ -7,8 +7,8 @@ import (
 	"github.com/docexec/docexec/executor/document"
 )
 
-// benchDocs are a typical update of about 200 bytes in JSON, and one with
-// the text of a long web page.
+// benchDocs are a typical update of about 200 bytes in JSON, one with the
+// text of a long web page, and one with a page in several scripts.
 var benchDocs = []struct {
 	name string
 	doc  document.Document
@@ -25,6 +25,13 @@ var benchDocs = []struct {
 		PubDate:        1715900000000,
 		FetchTime:      1715943210123,
 		Text:           strings.Repeat("Lorem ipsum dolor sit amet, “consectetur” adipiscing élit.\n", 1100)[:64<<10],
+		FirstFetchTime: 1715943210123,
+	}},
+	{"64KiB-text-many-scripts", document.Document{
+		URL:            "https://news.example.com/2024/05/17/多言語",
+		PubDate:        1715900000000,
+		FetchTime:      1715943210123,
+		Text:           strings.ToValidUTF8(strings.Repeat("Новости дня. 今日のニュース。 أخبار اليوم. समाचार। Ειδήσεις.\n", 700)[:64<<10], ""),
 		FirstFetchTime: 1715943210123,
 	}},
 }

@@ -224,7 +224,7 @@ func (s *scanner) stringField(name string, dst *string) error {
 			return err
 		}
 		raw := s.b[start:end]
-		if !utf8.Valid(raw) {
+		if !isUTF8(raw) {
 			s.setFieldErr("%s: not valid UTF-8", name)
 			return nil
 		}
@@ -708,7 +708,7 @@ var jsonEscapes = func() (t ['\\' + 1]string) {
 // fail, so invalid bytes become U+FFFD to keep the output valid JSON whatever
 // it is given.
 func AppendJSONString(b []byte, s string) []byte {
-	if !utf8.ValidString(s) { // a fast check: valid input is the rule
+	if !isUTF8String(s) { // a fast check: valid input is the rule
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	b = append(b, '"')
@@ -725,7 +725,7 @@ func AppendJSONString(b []byte, s string) []byte {
 // JSONStringLen is the length of s as AppendJSONString writes it, less the
 // two quotes: what a text weighs on the wire, counted without writing it.
 func JSONStringLen(s string) int {
-	if !utf8.ValidString(s) { // a fast check: valid input is the rule
+	if !isUTF8String(s) { // a fast check: valid input is the rule
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	n := len(s)

@@ -2,7 +2,6 @@ package codec
 
 import (
 	"strings"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -61,7 +60,7 @@ func (protobufCodec) Decode(b []byte) (document.Document, error) {
 			if n < 0 {
 				return document.Document{}, badInput("%s (field %d): %v", fieldNames[num], num, protowire.ParseError(n))
 			}
-			if !utf8.Valid(v) {
+			if !isUTF8(v) {
 				return document.Document{}, badInput("%s (field %d): not valid UTF-8", fieldNames[num], num)
 			}
 			if num == fieldURL {
@@ -154,7 +153,7 @@ func (protobufCodec) Encode(d document.Document) []byte {
 // validUTF8 mends invalid UTF-8, which proto3 forbids in strings and which
 // Encode (unable to fail) must not pass on; decoded documents never hold any.
 func validUTF8(s string) string {
-	if utf8.ValidString(s) {
+	if isUTF8String(s) {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")

@@ -40,6 +40,7 @@ const batch = 500
 var (
 	executorFlags  string
 	profileDir     string
+	codecs         []string // of the realistic table
 	profileSeconds int
 )
 
@@ -68,8 +69,10 @@ func main() {
 	binary := flag.String("docexec", "bin/docexec", "the docexec binary to measure as (b)")
 	flag.StringVar(&executorFlags, "executor-flags", "", "extra flags for (b), space-separated")
 	flag.StringVar(&profileDir, "pprof", "", "directory to write CPU profiles of (a) and of one-partition (b) runs to")
+	codecList := flag.String("codecs", "none,lz4,zstd", "Kafka compression codecs of the realistic table, comma-separated")
 	flag.IntVar(&profileSeconds, "pprof-seconds", 10, "length of each executor profile (cover the run; idle time adds no samples)")
 	flag.Parse()
+	codecs = strings.Split(*codecList, ",")
 	if err := run(*messages, *urls, *syncRows, *webBytes, *partitions, *binary); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -266,7 +269,7 @@ func realistic(ctx context.Context, s servers, redis redisServers, cfg kafka.Con
 	mb := float64(w.bytes) / 1e6 / float64(w.n) // per document
 	var rss, anon int64
 	var timings []string
-	for _, compression := range []string{"none", "lz4", "zstd"} {
+	for _, compression := range codecs {
 		c := cfg
 		c.Compression = compression
 		var a, aProcess time.Duration

@@ -3,30 +3,39 @@ package store
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/docexec/docexec/executor/document"
 	"github.com/docexec/docexec/internal/docgen"
 )
 
+// benchBatch is the states of one Save in BenchmarkSave and
+// BenchmarkSaveTwoAtOnce, as many as the sync's pages hold by default.
+const benchBatch = 1000
+
+// benchStates is the round-th version of benchBatch states of urls in a
+// set named by urlBase.
+func benchStates(round, urlBase int) []document.Document {
+	text := strings.Repeat("lorem ipsum ", 16)
+	out := make([]document.Document, benchBatch)
+	for i := range out {
+		out[i] = document.StateOf(document.Document{
+			URL:       fmt.Sprintf("https://bench.example/%d/%d", urlBase, i),
+			PubDate:   uint64(1_700_000_000 + i),
+			FetchTime: uint64(1_700_000_000 + round*benchBatch + i),
+			Text:      text,
+		})
+	}
+	return out
+}
+
 // BenchmarkSave measures Save on PostgreSQL with 1000-state batches and a
 // watermark, as the sync loop calls it: "insert" writes new urls, "update"
 // merges newer versions into existing rows.
 func BenchmarkSave(b *testing.B) {
-	const batch = 1000
-	text := strings.Repeat("lorem ipsum ", 16)
-	states := func(round, urlBase int) []document.Document {
-		out := make([]document.Document, batch)
-		for i := range out {
-			out[i] = document.StateOf(document.Document{
-				URL:       fmt.Sprintf("https://bench.example/%d/%d", urlBase, i),
-				PubDate:   uint64(1_700_000_000 + i),
-				FetchTime: uint64(1_700_000_000 + round*batch + i),
-				Text:      text,
-			})
-		}
-		return out
-	}
+	const batch = benchBatch
+	states := benchStates
 	run := func(b *testing.B, s *Store, next func(round int) []document.Document) {
 		round := 0
 		for b.Loop() {
@@ -48,6 +57,28 @@ func BenchmarkSave(b *testing.B) {
 		save(b, s, states(0, 0), nil)
 		run(b, s, func(round int) []document.Document { return states(round+1, 0) })
 	})
+}
+
+// BenchmarkSaveTwoAtOnce measures Saves of new urls two at a time, as a
+// sync pass has them in flight: the rows per second to compare with
+// BenchmarkSave/insert.
+func BenchmarkSaveTwoAtOnce(b *testing.B) {
+	s := openPostgres(b, Options{BatchSize: benchBatch})
+	round := 0
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for half := range 2 {
+			states := benchStates(round, 2*round+half)
+			wg.Go(func() {
+				if err := s.Save(ctx, states, nil); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		round++
+	}
+	b.ReportMetric(float64(2*round*benchBatch)/b.Elapsed().Seconds(), "rows/s")
 }
 
 // BenchmarkSaveWebPages measures Save of web pages (docgen: texts

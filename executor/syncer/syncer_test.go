@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,9 +119,63 @@ func TestAPassStoresEachDirtyStateOnce(t *testing.T) {
 	}
 }
 
+// overlapping is a store that holds each Save until a second one is in
+// flight (or a while has passed: a pass that saves one page at a time),
+// and remembers the most saves it had at once and how many others ran
+// beside each save of a watermark.
+type overlapping struct {
+	*store.Store
+	mu              sync.Mutex
+	inFlight, most  int
+	besideWatermark []int
+	two             chan struct{} // closed once two saves were in flight
+	twoClosed       bool
+}
+
+func (s *overlapping) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
+	s.mu.Lock()
+	s.inFlight++
+	s.most = max(s.most, s.inFlight)
+	if mark != nil {
+		s.besideWatermark = append(s.besideWatermark, s.inFlight-1)
+	}
+	if s.inFlight == 2 && !s.twoClosed {
+		close(s.two)
+		s.twoClosed = true
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
+	select {
+	case <-s.two:
+	case <-time.After(5 * time.Second):
+	}
+	return s.Store.Save(ctx, states, mark)
+}
+
+func TestPagesAreSavedTwoAtOnceAndTheWatermarkAfterThem(t *testing.T) {
+	f := newFixture(t)
+	f.apply(t, 350, 4) // pages of 64 (sizes unknown yet), 100, 100 and 86
+	saves := &overlapping{Store: f.store, two: make(chan struct{})}
+	if _, err := f.syncer(saves).Pass(context.Background(), f.epoch); err != nil {
+		t.Fatal(err)
+	}
+	if saves.most != 2 {
+		t.Fatalf("at most %d pages saved at once, want 2", saves.most)
+	}
+	if len(saves.besideWatermark) != 1 || saves.besideWatermark[0] != 0 {
+		t.Fatalf("the watermark was saved with %v other saves in flight, want once with none", saves.besideWatermark)
+	}
+	f.check(t, 350, 4)
+}
+
 // pages is a store that remembers the bytes of each page it saved.
 type pages struct {
 	*store.Store
+	mu    sync.Mutex
 	bytes []int
 }
 
@@ -129,7 +184,9 @@ func (s *pages) Save(ctx context.Context, states []document.Document, mark *stor
 	for _, d := range states {
 		n += len(d.URL) + len(d.Text)
 	}
+	s.mu.Lock()
 	s.bytes = append(s.bytes, n)
+	s.mu.Unlock()
 	return s.Store.Save(ctx, states, mark)
 }
 
@@ -166,6 +223,7 @@ func TestPagesOfLargeStatesHoldFewerOfThem(t *testing.T) {
 // after the real Save committed (a crash, or a lost acknowledgement).
 type failing struct {
 	*store.Store
+	mu            sync.Mutex
 	calls, failAt int
 	afterCommit   bool
 }
@@ -173,8 +231,11 @@ type failing struct {
 var errCrash = errors.New("crash")
 
 func (s *failing) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
+	s.mu.Lock()
 	s.calls++
-	if s.calls != s.failAt {
+	call := s.calls
+	s.mu.Unlock()
+	if call != s.failAt {
 		return s.Store.Save(ctx, states, mark)
 	}
 	if s.afterCommit {
@@ -232,14 +293,12 @@ func TestChangesDuringAPassStayDirtyForTheNext(t *testing.T) {
 // racingStore changes the state once, during its first Save.
 type racingStore struct {
 	*store.Store
+	once   sync.Once
 	during func()
 }
 
 func (s *racingStore) Save(ctx context.Context, states []document.Document, mark *store.Watermark) error {
-	if s.during != nil {
-		s.during()
-		s.during = nil
-	}
+	s.once.Do(s.during)
 	return s.Store.Save(ctx, states, mark)
 }
 

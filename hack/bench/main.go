@@ -265,7 +265,7 @@ func realistic(ctx context.Context, s servers, redis redisServers, cfg kafka.Con
 	}
 	fmt.Printf("\n%d realistic documents, %.1f MB (texts log-normal, median ~6 KB, up to ~1 MB, every script; urls up to 8 KB), one partition; (b) as in a pod limited to 100 MiB (GOMEMLIMIT=90MiB, as it sets itself there)\n\n",
 		w.n, float64(w.bytes)/1e6)
-	fmt.Printf("| measurement | compression | docs/s | MB/s | machine CPU µs/doc | process CPU µs/doc | peak RSS (all / anonymous) | watermark lag |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Printf("| measurement | compression | docs/s | MB/s | machine CPU µs/doc | process CPU µs/doc | redis-server µs/doc | CPU busy | peak RSS (all / anonymous) | watermark lag |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	mb := float64(w.bytes) / 1e6 / float64(w.n) // per document
 	var rss, anon int64
 	var timings []string
@@ -290,10 +290,10 @@ func realistic(ctx context.Context, s servers, redis redisServers, cfg kafka.Con
 			return fmt.Errorf("(b) %s: %w", compression, err)
 		}
 		aRate := 0.8 * float64(w.n) / a.Seconds()
-		fmt.Printf("| (a) raw sarama passthrough | %s | %.0f | %.1f | %.0f | %.0f | - | - |\n", compression, aRate, aRate*mb,
+		fmt.Printf("| (a) raw sarama passthrough | %s | %.0f | %.1f | %.0f | %.0f | - | - | - | - |\n", compression, aRate, aRate*mb,
 			float64(aCPU.Microseconds())/float64(w.n), float64(aProcess.Microseconds())/float64(w.n))
-		fmt.Printf("| (b) docexec executor | %s | %.0f | %.1f | %.0f | %.0f | %.0f / %.0f MiB | %s |\n", compression, b.docsPerSec, b.docsPerSec*mb,
-			b.machineUS, b.processUS, float64(b.rss)/(1<<20), float64(b.anon)/(1<<20), b.lag.Round(time.Millisecond))
+		fmt.Printf("| (b) docexec executor | %s | %.0f | %.1f | %.0f | %.0f | %.1f | %.0f%% | %.0f / %.0f MiB | %s |\n", compression, b.docsPerSec, b.docsPerSec*mb,
+			b.machineUS, b.processUS, b.redisUS, 100*b.busy, float64(b.rss)/(1<<20), float64(b.anon)/(1<<20), b.lag.Round(time.Millisecond))
 		if compression != "none" {
 			check("realistic (b)/(a) MB/s, "+compression, "≥ 0.7", fmt.Sprintf("%.2f", b.docsPerSec/aRate), b.docsPerSec/aRate >= 0.7)
 		}

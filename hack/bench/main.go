@@ -12,19 +12,25 @@
 //
 // then executors of 4 and 16 partitions on one Redis and of 16 on a Redis
 // Cluster of three masters, the sync against a raw batched upsert, and
-// realistic documents with each compression codec. Kafka is kfake in this
-// process. `make bench` builds the binary and starts the servers:
+// realistic documents with each compression codec. Each (a)/(b) pair and
+// the sync comparison run -runs times (in turn, so that the shared box's
+// moods fall on both sides alike); tables show the run of the median ratio
+// and the targets the range. Kafka is kfake in this process. `make bench`
+// builds the binary and starts the servers:
 //
 //	hack/with-services.sh go run ./hack/bench -docexec bin/docexec
 package main
 
 import (
+	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +47,7 @@ var (
 	executorFlags  string
 	profileDir     string
 	codecs         []string // of the realistic table
+	runs           int      // of each comparison
 	profileSeconds int
 )
 
@@ -69,10 +76,15 @@ func main() {
 	binary := flag.String("docexec", "bin/docexec", "the docexec binary to measure as (b)")
 	flag.StringVar(&executorFlags, "executor-flags", "", "extra flags for (b), space-separated")
 	flag.StringVar(&profileDir, "pprof", "", "directory to write CPU profiles of (a) and of one-partition (b) runs to")
+	flag.IntVar(&runs, "runs", 3, "runs of each (a)/(b) pair and of the sync comparison; tables show the run of the median ratio, targets the range")
 	codecList := flag.String("codecs", "none,lz4,zstd", "Kafka compression codecs of the realistic table, comma-separated")
 	flag.IntVar(&profileSeconds, "pprof-seconds", 10, "length of each executor profile (cover the run; idle time adds no samples)")
 	flag.Parse()
 	codecs = strings.Split(*codecList, ",")
+	if runs < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 1")
+		os.Exit(2)
+	}
 	if err := run(*messages, *urls, *syncRows, *webBytes, *partitions, *binary); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -126,15 +138,15 @@ func run(n, urls, syncRows int, webBytes int64, partitions bool, binary string) 
 	if err != nil {
 		return err
 	}
-	var a, aProcess time.Duration
-	aCPU, err := machineCPU(func() (err error) { a, aProcess, err = passthroughProcess(ctx, cfg, small, "out-a"); return err })
+	fmt.Fprintf(os.Stderr, "measuring (a) and (b), %d runs...\n", runs)
+	pairs, err := measurePairs(func(i int) (pair, error) {
+		return runPair(ctx, s, redis, cfg, client, small, fmt.Sprintf("a%d", i), fmt.Sprintf("bench-b%d", i), fmt.Sprintf("documents_b%d", i))
+	})
 	if err != nil {
-		return fmt.Errorf("(a): %w", err)
+		return err
 	}
-	b, err := runExecutors(ctx, s, redis, cfg, client, small, "bench-b")
-	if err != nil {
-		return fmt.Errorf("(b): %w", err)
-	}
+	median := pairs[len(pairs)/2]
+	a, aProcess, aCPU, b := median.a, median.aProcess, median.aCPU, median.b
 	var c time.Duration
 	redisBefore, err := redis.cpu(ctx)
 	if err != nil {
@@ -150,35 +162,42 @@ func run(n, urls, syncRows int, webBytes int64, partitions bool, binary string) 
 	}
 
 	perDoc := func(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
-	aRate, cRate := 0.8*float64(n)/a.Seconds(), float64(n)/c.Seconds()
-	fmt.Printf("%d messages of ~%d bytes, %d urls, batches of %d, one partition\n\n", n, messageSize, urls, batch)
+	// Rates and costs count the messages, duplicates included, as (b)'s do.
+	msgs := small.n
+	aRate, cRate := 0.8*float64(msgs)/a.Seconds(), float64(msgs)/c.Seconds()
+	fmt.Printf("%d messages of ~%d bytes (%d updates, about one in five sent twice), %d urls, batches of %d, one partition\n\n", msgs, messageSize, n, urls, batch)
 	fmt.Printf("| measurement | docs/s | machine CPU µs/doc | process CPU µs/doc | redis-server µs/doc |\n|---|---:|---:|---:|---:|\n")
-	fmt.Printf("| (a) raw sarama passthrough, own process | %.0f | %.1f | %.1f | - |\n", aRate, perDoc(aCPU, n), perDoc(aProcess, n))
+	fmt.Printf("| (a) raw sarama passthrough, own process | %.0f | %.1f | %.1f | - |\n", aRate, perDoc(aCPU, msgs), perDoc(aProcess, msgs))
 	fmt.Printf("| (b) docexec executor, real Redis + PostgreSQL | %.0f | %.1f | %.1f | %.2f |\n", b.docsPerSec, b.machineUS, b.processUS, b.redisUS)
-	fmt.Printf("| (c) naive per-message Redis read + write, in the bench process | %.0f | %.1f | - | %.2f |\n", cRate, perDoc(cCPU, n), perDoc(redisAfter-redisBefore, n))
+	fmt.Printf("| (c) naive per-message Redis read + write, in the bench process | %.0f | %.1f | - | %.2f |\n", cRate, perDoc(cCPU, msgs), perDoc(redisAfter-redisBefore, msgs))
 	fmt.Printf("\n(b) redis-server µs/doc by command (Redis's own count): %s\n", b.commands)
 	fmt.Printf("(b) where its time went, from its metrics: %s\n", b.timings)
-	check("redis-server CPU per document, (b)", "≤ 1.5 µs", fmt.Sprintf("%.2f µs", b.redisUS), b.redisUS <= 1.5)
-	check("(b)/(a) docs/s", "≥ 0.7", fmt.Sprintf("%.2f", b.docsPerSec/aRate), b.docsPerSec/aRate >= 0.7)
-	ratio := b.processUS / perDoc(aProcess, n)
-	check("executor process CPU / passthrough process CPU, per document", "≤ 2", fmt.Sprintf("%.2f", ratio), ratio <= 2)
+	if len(pairs) > 1 {
+		fmt.Printf("\n(the run of the median (b)/(a) of %d; (b)/(a) over all: %s)\n", len(pairs), spread("%.2f", pairs, pair.ratio))
+	}
+	redisUS := func(p pair) float64 { return p.b.redisUS }
+	check("redis-server CPU per document, (b), µs", "≤ 1.5", spread("%.2f", pairs, redisUS), medianOf(pairs, redisUS) <= 1.5)
+	check("(b)/(a) docs/s", "≥ 0.7", spread("%.2f", pairs, pair.ratio), median.ratio() >= 0.7)
+	cpuRatio := func(p pair) float64 { return p.b.processUS / perDoc(p.aProcess, msgs) }
+	check("executor process CPU / passthrough process CPU, per document", "≤ 2", spread("%.2f", pairs, cpuRatio), medianOf(pairs, cpuRatio) <= 2)
 	check("(b)/(c) docs/s", "≥ 5", fmt.Sprintf("%.1f", b.docsPerSec/cRate), b.docsPerSec/cRate >= 5)
 
-	fmt.Fprintf(os.Stderr, "measuring the sync...\n")
-	rows, syncTime, err := syncRate(ctx, redis.client, dsn, syncRows)
-	if err != nil {
-		return fmt.Errorf("sync: %w", err)
+	fmt.Fprintf(os.Stderr, "measuring the sync, %d runs...\n", runs)
+	var syncs []syncRun
+	for i := range runs {
+		r, err := compareSync(ctx, redis.client, dsn, syncRows, i)
+		if err != nil {
+			return err
+		}
+		syncs = append(syncs, r)
 	}
-	raw, err := rawUpsert(ctx, dsn, syncRows)
-	if err != nil {
-		return fmt.Errorf("raw upsert: %w", err)
-	}
-	syncPerSec, rawPerSec := float64(rows)/syncTime.Seconds(), float64(syncRows)/raw.Seconds()
+	slices.SortFunc(syncs, func(x, y syncRun) int { return cmp.Compare(x.ratio(), y.ratio()) })
+	ms := syncs[len(syncs)/2]
 	fmt.Printf("\n| sync | value |\n|---|---:|\n")
-	fmt.Printf("| sync pass Redis → PostgreSQL (%d dirty states) | %.0f rows/s |\n", rows, syncPerSec)
-	fmt.Printf("| raw batched upsert (pgx, %d rows per INSERT ... ON CONFLICT, one transaction each) | %.0f rows/s |\n", 1000, rawPerSec)
+	fmt.Printf("| sync pass Redis → PostgreSQL (%d dirty states) | %.0f rows/s |\n", syncRows, ms.syncPerSec)
+	fmt.Printf("| raw batched upsert (pgx, %d rows per INSERT ... ON CONFLICT, one transaction each) | %.0f rows/s |\n", 1000, ms.rawPerSec)
 	fmt.Printf("| largest lag of PostgreSQL's watermark behind Redis's applied offset during (b), sync.interval 1 s | %.0f ms |\n", float64(b.lag.Milliseconds()))
-	check("sync rows/s / raw batched upsert rows/s", "≥ 0.8", fmt.Sprintf("%.2f", syncPerSec/rawPerSec), syncPerSec/rawPerSec >= 0.8)
+	check("sync rows/s / raw batched upsert rows/s", "≥ 0.8", spread("%.2f", syncs, syncRun.ratio), ms.ratio() >= 0.8)
 	check("watermark lag during (b)", "≤ 2 sync intervals (2 s)", b.lag.Round(time.Millisecond).String(), b.lag <= 2*time.Second)
 
 	if partitions {
@@ -272,35 +291,111 @@ func realistic(ctx context.Context, s servers, redis redisServers, cfg kafka.Con
 	for _, compression := range codecs {
 		c := cfg
 		c.Compression = compression
-		var a, aProcess time.Duration
-		aCPU, err := machineCPU(func() (err error) {
-			a, aProcess, err = passthroughProcess(ctx, c, w, "out-web-a-"+compression)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("(a) %s: %w", compression, err)
-		}
-		// A table of its own: each run stores every state anew. The
-		// executor runs as in a pod limited to 100 MiB: it gives its heap
-		// 90% of that (internal/memlimit).
+		fmt.Fprintf(os.Stderr, "measuring realistic documents, %s, %d runs...\n", compression, runs)
+		// A table of its own for each run: each stores every state anew.
+		// The executor runs as in a pod limited to 100 MiB: it gives its
+		// heap 90% of that (internal/memlimit).
 		limited := s
 		limited.env = []string{"GOMEMLIMIT=90MiB"}
-		b, err := runExecutors(ctx, limited, redis, c, client, w, "bench-web-"+compression, "--postgres.table", "web_"+compression)
+		pairs, err := measurePairs(func(i int) (pair, error) {
+			return runPair(ctx, limited, redis, c, client, w, fmt.Sprintf("web-a-%s-%d", compression, i), fmt.Sprintf("bench-web-%s-%d", compression, i),
+				fmt.Sprintf("web_%s_%d", compression, i))
+		})
 		if err != nil {
-			return fmt.Errorf("(b) %s: %w", compression, err)
+			return fmt.Errorf("%s: %w", compression, err)
 		}
+		median := pairs[len(pairs)/2]
+		a, aProcess, aCPU, b := median.a, median.aProcess, median.aCPU, median.b
 		aRate := 0.8 * float64(w.n) / a.Seconds()
 		fmt.Printf("| (a) raw sarama passthrough | %s | %.0f | %.1f | %.0f | %.0f | - | - | - | - |\n", compression, aRate, aRate*mb,
 			float64(aCPU.Microseconds())/float64(w.n), float64(aProcess.Microseconds())/float64(w.n))
 		fmt.Printf("| (b) docexec executor | %s | %.0f | %.1f | %.0f | %.0f | %.1f | %.0f%% | %.0f / %.0f MiB | %s |\n", compression, b.docsPerSec, b.docsPerSec*mb,
 			b.machineUS, b.processUS, b.redisUS, 100*b.busy, float64(b.rss)/(1<<20), float64(b.anon)/(1<<20), b.lag.Round(time.Millisecond))
 		if compression != "none" {
-			check("realistic (b)/(a) MB/s, "+compression, "≥ 0.7", fmt.Sprintf("%.2f", b.docsPerSec/aRate), b.docsPerSec/aRate >= 0.7)
+			check("realistic (b)/(a) MB/s, "+compression, "≥ 0.7", spread("%.2f", pairs, pair.ratio), median.ratio() >= 0.7)
 		}
-		rss, anon = max(rss, b.rss), max(anon, b.anon)
+		for _, p := range pairs {
+			rss, anon = max(rss, p.b.rss), max(anon, p.b.anon)
+		}
 		timings = append(timings, fmt.Sprintf("(b) %s: %s", compression, b.timings))
 	}
 	fmt.Printf("\n%s\n", strings.Join(timings, "\n"))
 	check("executor peak RSS, realistic documents (all / anonymous)", "≤ 100 MiB", fmt.Sprintf("%.0f / %.0f MiB", float64(rss)/(1<<20), float64(anon)/(1<<20)), rss <= 100<<20)
 	return nil
+}
+
+// pair is one run of (a) and (b) on the same input of n documents.
+type pair struct {
+	n                 int
+	a, aProcess, aCPU time.Duration // (a)'s time between 10% and 90% committed, its process's CPU, the machine's
+	b                 executorResult
+}
+
+// ratio is (b)'s docs/s over (a)'s.
+func (p pair) ratio() float64 { return p.b.docsPerSec / (0.8 * float64(p.n) / p.a.Seconds()) }
+
+// runPair runs (a), publishing to out-<aOut>, then (b) as pool with its
+// own PostgreSQL table. Afterwards it empties Redis and drops the table, so
+// that each run starts as the first did (and PostgreSQL's autovacuum of
+// one run's table does not fall on the next).
+func runPair(ctx context.Context, s servers, redis redisServers, cfg kafka.Config, client *kafka.Client, w workload, aOut, pool, table string) (pair, error) {
+	p := pair{n: w.n}
+	var err error
+	p.aCPU, err = machineCPU(func() (err error) { p.a, p.aProcess, err = passthroughProcess(ctx, cfg, w, "out-"+aOut); return err })
+	if err != nil {
+		return p, fmt.Errorf("(a): %w", err)
+	}
+	if p.b, err = runExecutors(ctx, s, redis, cfg, client, w, pool, "--postgres.table", table); err != nil {
+		return p, fmt.Errorf("(b): %w", err)
+	}
+	if err := redis.client.Do(ctx, redis.client.B().Flushall().Build()).Error(); err != nil {
+		return p, err
+	}
+	db, err := sql.Open("pgx", s.dsn)
+	if err != nil {
+		return p, err
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, `DROP TABLE `+table+` CASCADE`) // and its readable views
+	return p, err
+}
+
+// measurePairs runs measure runs times, (a) and (b) in turn so that the
+// box's moods fall on both alike, and returns the pairs by (b)/(a): the
+// middle one is the median.
+func measurePairs(measure func(i int) (pair, error)) ([]pair, error) {
+	var pairs []pair
+	for i := range runs {
+		p, err := measure(i)
+		if err != nil {
+			return nil, err
+		}
+		pairs = append(pairs, p)
+	}
+	slices.SortFunc(pairs, func(x, y pair) int { return cmp.Compare(x.ratio(), y.ratio()) })
+	return pairs, nil
+}
+
+// medianOf is the median of f over xs.
+func medianOf[T any](xs []T, f func(T) float64) float64 {
+	values := make([]float64, len(xs))
+	for i, x := range xs {
+		values[i] = f(x)
+	}
+	slices.Sort(values)
+	return values[len(values)/2]
+}
+
+// spread writes the median of f over xs and, with more than one, their
+// range: "0.66 (0.60-0.68 over 3 runs)".
+func spread[T any](format string, xs []T, f func(T) float64) string {
+	out := fmt.Sprintf(format, medianOf(xs, f))
+	if len(xs) > 1 {
+		lo, hi := f(xs[0]), f(xs[0])
+		for _, x := range xs[1:] {
+			lo, hi = min(lo, f(x)), max(hi, f(x))
+		}
+		out += fmt.Sprintf(" ("+format+"-"+format+" over %d runs)", lo, hi, len(xs))
+	}
+	return out
 }

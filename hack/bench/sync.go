@@ -31,10 +31,32 @@ func syncState(i int) document.Document {
 		FirstFetchTime: uint64(i), Text: strings.Repeat("x", 150)}
 }
 
+// syncRun is one comparison of the sync with a raw batched upsert.
+type syncRun struct{ syncPerSec, rawPerSec float64 }
+
+func (r syncRun) ratio() float64 { return r.syncPerSec / r.rawPerSec }
+
+// compareSync times a sync pass of rows states and a raw batched upsert of
+// the same rows, the i-th time (each in tables of its own).
+func compareSync(ctx context.Context, redis rueidis.Client, dsn string, rows, i int) (syncRun, error) {
+	synced, syncTime, err := syncRate(ctx, redis, dsn, rows, i)
+	if err != nil {
+		return syncRun{}, fmt.Errorf("sync: %w", err)
+	}
+	if synced != rows {
+		return syncRun{}, fmt.Errorf("sync: %d rows synced of %d", synced, rows)
+	}
+	raw, err := rawUpsert(ctx, dsn, rows, i)
+	if err != nil {
+		return syncRun{}, fmt.Errorf("raw upsert: %w", err)
+	}
+	return syncRun{syncPerSec: float64(rows) / syncTime.Seconds(), rawPerSec: float64(rows) / raw.Seconds()}, nil
+}
+
 // syncRate makes rows dirty states in Redis and times one sync pass of
-// them to PostgreSQL.
-func syncRate(ctx context.Context, redis rueidis.Client, dsn string, rows int) (int, time.Duration, error) {
-	st, err := store.OpenPostgres(ctx, dsn, store.Options{Table: "sync_bench"})
+// them to PostgreSQL, the i-th time.
+func syncRate(ctx context.Context, redis rueidis.Client, dsn string, rows, i int) (int, time.Duration, error) {
+	st, err := store.OpenPostgres(ctx, dsn, store.Options{Table: fmt.Sprintf("sync_bench_%d", i)})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -42,21 +64,22 @@ func syncRate(ctx context.Context, redis rueidis.Client, dsn string, rows int) (
 	if err := st.Migrate(ctx); err != nil {
 		return 0, 0, err
 	}
-	s := state.New(redis, state.Options{Pool: "bench-sync", Partition: 0})
+	pool := fmt.Sprintf("bench-sync-%d", i)
+	s := state.New(redis, state.Options{Pool: pool, Partition: 0})
 	claim, err := s.Claim(ctx, 0, true)
 	if err != nil {
 		return 0, 0, err
 	}
-	for i := 0; i < rows; i += batch {
+	for from := 0; from < rows; from += batch {
 		updates := make([]state.Update, 0, batch)
-		for j := i; j < min(i+batch, rows); j++ {
+		for j := from; j < min(from+batch, rows); j++ {
 			updates = append(updates, state.Update{Emit: state.EmitNever, Doc: syncState(j)})
 		}
-		if _, err := s.Apply(ctx, claim.Epoch, updates, int64(i+batch), nil); err != nil {
+		if _, err := s.Apply(ctx, claim.Epoch, updates, int64(from+batch), nil); err != nil {
 			return 0, 0, err
 		}
 	}
-	sy := &syncer.Syncer{State: s, Store: st, Pool: "bench-sync", Metrics: metrics.New(prometheus.NewRegistry()).Partition("bench-sync", 0),
+	sy := &syncer.Syncer{State: s, Store: st, Pool: pool, Metrics: metrics.New(prometheus.NewRegistry()).Partition("bench-sync", 0),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	start := time.Now()
 	n, err := sy.Pass(ctx, claim.Epoch)
@@ -66,26 +89,27 @@ func syncRate(ctx context.Context, redis rueidis.Client, dsn string, rows int) (
 // rawUpsert times the same rows written straight to PostgreSQL: a table of
 // the same columns, multi-row INSERT ... ON CONFLICT DO UPDATE of
 // syncer.DefaultBatchSize rows, one transaction each, no merge in SQL, no
-// Redis, no ORM: the floor the sync is measured against.
-func rawUpsert(ctx context.Context, dsn string, rows int) (time.Duration, error) {
+// Redis, no ORM: the floor the sync is measured against; the i-th time.
+func rawUpsert(ctx context.Context, dsn string, rows, i int) (time.Duration, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE raw_upsert (url_hash bytea PRIMARY KEY, url text COLLATE "C" NOT NULL,
+	table := fmt.Sprintf("raw_upsert_%d", i)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE `+table+` (url_hash bytea PRIMARY KEY, url text COLLATE "C" NOT NULL,
 		pub_date bigint NOT NULL, fetch_time bigint NOT NULL, text text COLLATE "C" NOT NULL, first_fetch_time bigint NOT NULL)`); err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	for from := 0; from < rows; from += syncer.DefaultBatchSize {
 		var q strings.Builder
-		q.WriteString(`INSERT INTO raw_upsert VALUES `)
+		q.WriteString(`INSERT INTO ` + table + ` VALUES `)
 		var args []any
-		for i := from; i < min(from+syncer.DefaultBatchSize, rows); i++ {
-			d := syncState(i)
+		for row := from; row < min(from+syncer.DefaultBatchSize, rows); row++ {
+			d := syncState(row)
 			hash := sha256.Sum256([]byte(d.URL))
-			if i > from {
+			if row > from {
 				q.WriteByte(',')
 			}
 			n := len(args)

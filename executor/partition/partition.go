@@ -82,12 +82,6 @@ func RedisOptions(cfg config.Redis) rueidis.ClientOption {
 		// rueidis would retry reads while Redis is away, for as long as it
 		// takes and silently; the executor's own retries say so.
 		DisableRetry: true,
-		// rueidis gives each connection 0.5 MiB buffers each way, a few
-		// MiB of the heap in all for an executor's handful of connections.
-		// 64 KiB hold hundreds of small commands, and values larger than the
-		// buffer pass through it without a copy.
-		ReadBufferEachConn:  64 << 10,
-		WriteBufferEachConn: 64 << 10,
 	}
 }
 

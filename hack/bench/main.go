@@ -99,6 +99,11 @@ type target struct {
 
 func run(n, urls, syncRows int, webBytes int64, partitions bool, binary string) error {
 	ctx := context.Background()
+	started := time.Now()
+	stolenBefore, err := stealTicks()
+	if err != nil {
+		return err
+	}
 	redisAddr, pgDSN := os.Getenv("DOCEXEC_TEST_REDIS"), os.Getenv("DOCEXEC_TEST_POSTGRES")
 	if redisAddr == "" || pgDSN == "" {
 		return errors.New("DOCEXEC_TEST_REDIS and DOCEXEC_TEST_POSTGRES must be set: run `make bench`")
@@ -219,7 +224,15 @@ func run(n, urls, syncRows int, webBytes int64, partitions bool, binary string) 
 		}
 		fmt.Printf("| %s | %s | %s | %s |\n", t.name, t.goal, t.measured, verdict)
 	}
-	fmt.Printf("\nshared box: %d cores\n", runtime.NumCPU())
+	stolenAfter, err := stealTicks()
+	if err != nil {
+		return err
+	}
+	// Another machine on the same host takes cores from this one now and
+	// then: the share says how much the runs were disturbed that way.
+	stolen := time.Duration(stolenAfter-stolenBefore) * 10 * time.Millisecond
+	fmt.Printf("\nshared box: %d cores; the host took %.1f%% of their time during the bench (steal)\n", runtime.NumCPU(),
+		100*stolen.Seconds()/(time.Since(started).Seconds()*float64(runtime.NumCPU())))
 	return nil
 }
 
@@ -340,11 +353,15 @@ func (p pair) ratio() float64 { return p.b.docsPerSec / (0.8 * float64(p.n) / p.
 // one run's table does not fall on the next).
 func runPair(ctx context.Context, s servers, redis redisServers, cfg kafka.Config, client *kafka.Client, w workload, aOut, pool, table string) (pair, error) {
 	p := pair{n: w.n}
+	// Kafka is in this process: its heap is collected before each side
+	// runs, so that neither pays for the garbage of what ran before.
+	runtime.GC()
 	var err error
 	p.aCPU, err = machineCPU(func() (err error) { p.a, p.aProcess, err = passthroughProcess(ctx, cfg, w, "out-"+aOut); return err })
 	if err != nil {
 		return p, fmt.Errorf("(a): %w", err)
 	}
+	runtime.GC()
 	if p.b, err = runExecutors(ctx, s, redis, cfg, client, w, pool, "--postgres.table", table); err != nil {
 		return p, fmt.Errorf("(b): %w", err)
 	}

@@ -219,21 +219,37 @@ func machineCPU(f func() error) (time.Duration, error) {
 	return time.Duration(after-before) * 10 * time.Millisecond, nil
 }
 
-// busyTicks sums the non-idle jiffies (1/100 s) of all cores.
+// busyTicks sums the jiffies (1/100 s) that all cores spent running this
+// machine's work: user, nice, system, irq and softirq. Steal (the host
+// running another machine on our cores) is not our work; guest time is
+// counted within user already.
 func busyTicks() (int64, error) {
+	busy, _, err := cpuTicks()
+	return busy, err
+}
+
+// stealTicks is the jiffies the host took from this machine's cores.
+func stealTicks() (int64, error) {
+	_, steal, err := cpuTicks()
+	return steal, err
+}
+
+func cpuTicks() (busy, steal int64, err error) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	fields := strings.Fields(strings.SplitN(string(raw), "\n", 2)[0])[1:]
-	var busy int64
 	for i, f := range fields {
 		v, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
+		switch i {
+		case 0, 1, 2, 5, 6: // user, nice, system, irq, softirq
 			busy += v
+		case 7:
+			steal = v
 		}
 	}
-	return busy, nil
+	return busy, steal, nil
 }
 
 // peakRSS reads VmHWM of a running process, in bytes: its peak RSS, the

@@ -253,7 +253,9 @@ func scaling(ctx context.Context, s servers, redis redisServers, cfg kafka.Confi
 		if err != nil {
 			return err
 		}
-		if last, err = runExecutors(ctx, s, redis, cfg, client, w, fmt.Sprintf("bench-p%d", p)); err != nil {
+		// Each run stores its states in a table of its own: one that held
+		// them already would make most updates change nothing.
+		if last, err = runExecutors(ctx, s, redis, cfg, client, w, fmt.Sprintf("bench-p%d", p), "--postgres.table", fmt.Sprintf("documents_p%d", p)); err != nil {
 			return fmt.Errorf("%d partitions: %w", p, err)
 		}
 		row(int(p), "one server", last)
@@ -277,7 +279,7 @@ func scaling(ctx context.Context, s servers, redis redisServers, cfg kafka.Confi
 	defer clustered.client.Close()
 	fmt.Fprintf(os.Stderr, "measuring 16 partitions on a Redis Cluster...\n")
 	onCluster, err := runExecutors(ctx, servers{binary: s.binary, redis: clustered.addrs, dsn: s.dsn}, clustered, cfg, client,
-		w, "bench-cluster")
+		w, "bench-cluster", "--postgres.table", "documents_cluster")
 	if err != nil {
 		return fmt.Errorf("16 partitions on a Redis Cluster: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/redis/rueidis"
@@ -252,5 +253,25 @@ func TestATransactionCutShortLeavesNoWatchBehind(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTheCacheKeepsTheTextsOfSmallStatesOnly: a web page's text is left to
+// Redis, its numbers and text size are kept; a small text is kept whole.
+func TestTheCacheKeepsTheTextsOfSmallStatesOnly(t *testing.T) {
+	c := newCache(DefaultCacheBytes)
+	small := document.Document{URL: "small", FetchTime: 1, Text: strings.Repeat("s", smallText)}
+	page := document.Document{URL: "page", FetchTime: 1, Text: strings.Repeat("p", smallText+1)}
+	c.put(small, true, len(small.Text))
+	c.put(page, true, len(page.Text))
+	if doc, hasText, size, found := c.get("small"); !found || !hasText || doc != small || size != smallText {
+		t.Fatalf("small state: %v %v %d %v, want it whole", doc.URL, hasText, size, found)
+	}
+	doc, hasText, size, found := c.get("page")
+	if !found || hasText || doc.Text != "" || doc.FetchTime != 1 || size != smallText+1 {
+		t.Fatalf("web page: text kept %v (%d bytes), size %d, found %v; want its numbers and size only", hasText, len(doc.Text), size, found)
+	}
+	if c.bytes > 2*entryOverhead+len("small")+len("page")+smallText {
+		t.Fatalf("the cache counts %d bytes, want the small text and two entries", c.bytes)
 	}
 }

@@ -83,9 +83,10 @@ type Syncer struct {
 // executor encodes the next statement and the executor idles while
 // PostgreSQL runs it; two keep both busy (BenchmarkSave vs
 // BenchmarkSaveTwoAtOnce in executor/store: 1.4-1.6 times the rows per second
-// on two cores). The pages of a pass hold different urls, and each
-// transaction locks its rows in one order, so they do not wait on each
-// other.
+// on two cores). The pages of a pass hold different urls (HSCAN may return
+// one twice; the second save then waits for the first and merges again),
+// and each transaction locks its rows in one order, so two saves never
+// deadlock.
 const savesInFlight = 2
 
 // Pass syncs everything that changed up to now and advances the watermark.

@@ -15,25 +15,35 @@ import (
 	"github.com/docexec/docexec/internal/testenv"
 )
 
+// claimedState is a new partition on the test Redis, in a pool named after
+// the test, claimed with a complete copy: its state, the client and the
+// epoch.
+func claimedState(t *testing.T, name string) (*State, rueidis.Client, uint64) {
+	t.Helper()
+	c := testenv.Redis(t)
+	s := New(c, Options{Pool: fmt.Sprintf("%s-%x", name, rand.Uint64()), Partition: 0})
+	claim, err := s.Claim(context.Background(), 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, claim.Epoch
+}
+
 // TestARetryAfterALostReplyIsNoRollback plays a batch whose Apply did
 // apply but whose reply never came: the writer still holds the offset
 // before it, Redis has the batch's. The retry must pass.
 func TestARetryAfterALostReplyIsNoRollback(t *testing.T) {
 	ctx := context.Background()
-	s := New(testenv.Redis(t), Options{Pool: fmt.Sprintf("lost-reply-%x", rand.Uint64()), Partition: 0})
-	claim, err := s.Claim(ctx, 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, epoch := claimedState(t, "lost-reply")
 	updates := []Update{{Doc: document.Document{URL: "u", FetchTime: 1}, Emit: EmitChanged}}
-	if _, err := s.Apply(ctx, claim.Epoch, updates, 2, nil); err != nil {
+	if _, err := s.Apply(ctx, epoch, updates, 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Apply(ctx, claim.Epoch, updates, 4, nil); err != nil {
+	if _, err := s.Apply(ctx, epoch, updates, 4, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.applied = "2" // the reply of the second call was lost
-	if _, err := s.Apply(ctx, claim.Epoch, updates, 4, nil); err != nil {
+	if _, err := s.Apply(ctx, epoch, updates, 4, nil); err != nil {
 		t.Fatalf("the retry: %v", err)
 	}
 }
@@ -43,14 +53,9 @@ func TestARetryAfterALostReplyIsNoRollback(t *testing.T) {
 // survive a Forget.
 func TestAForgetCutShortIsFinishedByTheNextClaim(t *testing.T) {
 	ctx := context.Background()
-	c := testenv.Redis(t)
-	s := New(c, Options{Pool: fmt.Sprintf("forget-%x", rand.Uint64()), Partition: 0})
-	claim, err := s.Claim(ctx, 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, c, epoch := claimedState(t, "forget")
 	updates := []Update{{Doc: document.Document{URL: "u", FetchTime: 1}, Emit: EmitChanged}}
-	if _, err := s.Apply(ctx, claim.Epoch, updates, 1, nil); err != nil {
+	if _, err := s.Apply(ctx, epoch, updates, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	keys := []string{s.metaKey, s.dirtyKey, s.syncingKey}
@@ -192,15 +197,10 @@ func TestTheNumbersRecordTheTextSizeAlsoWhenOnlyTheyChange(t *testing.T) {
 // times, and it must still go through.
 func TestAMarkOutlastsTheBatchesWrittenBesideIt(t *testing.T) {
 	ctx := context.Background()
-	c := testenv.Redis(t)
-	s := New(c, Options{Pool: fmt.Sprintf("outlast-%x", rand.Uint64()), Partition: 0})
-	claim, err := s.Claim(ctx, 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, c, epoch := claimedState(t, "outlast")
 	const batchesBeside = 8
 	attempts := 0
-	err = s.fenced(ctx, "mark clean", claim.Epoch, transaction{
+	err := s.fenced(ctx, "mark clean", epoch, transaction{
 		watch: []string{s.metaKey},
 		reads: func(rueidis.Builder) rueidis.Commands { return nil },
 		writes: func(rb rueidis.Builder, _ []rueidis.RedisResult) (rueidis.Commands, error) {
@@ -223,14 +223,9 @@ func TestAMarkOutlastsTheBatchesWrittenBesideIt(t *testing.T) {
 // partition's) is aborted by a change it never read.
 func TestATransactionCutShortLeavesNoWatchBehind(t *testing.T) {
 	bg := context.Background()
-	c := testenv.Redis(t)
-	s := New(c, Options{Pool: fmt.Sprintf("cut-short-%x", rand.Uint64()), Partition: 0})
-	claim, err := s.Claim(bg, 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, c, epoch := claimedState(t, "cut-short")
 	ctx, cancel := context.WithCancel(bg)
-	err = s.fenced(ctx, "write", claim.Epoch, transaction{
+	err := s.fenced(ctx, "write", epoch, transaction{
 		watch: []string{s.metaKey},
 		reads: func(rueidis.Builder) rueidis.Commands { return nil },
 		writes: func(rb rueidis.Builder, _ []rueidis.RedisResult) (rueidis.Commands, error) {

@@ -54,7 +54,7 @@ func (c *cache) get(url string) (doc document.Document, hasText bool, textBytes 
 // the size of its text, evicting the least recently used states beyond the
 // budget.
 func (c *cache) put(d document.Document, hasText bool, textBytes int) {
-	if hasText && len(d.Text) > min(c.budget/16, smallText) {
+	if hasText && len(d.Text) > smallText {
 		hasText = false
 	}
 	if !hasText {

@@ -151,7 +151,7 @@ func run(n, urls, syncRows int, webBytes int64, partitions bool, binary string) 
 		return err
 	}
 	median := pairs[len(pairs)/2]
-	a, aProcess, aCPU, b := median.a, median.aProcess, median.aCPU, median.b
+	aProcess, aCPU, b := median.aProcess, median.aCPU, median.b
 	var c time.Duration
 	redisBefore, err := redis.cpu(ctx)
 	if err != nil {
@@ -169,7 +169,7 @@ func run(n, urls, syncRows int, webBytes int64, partitions bool, binary string) 
 	perDoc := func(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
 	// Rates and costs count the messages, duplicates included, as (b)'s do.
 	msgs := small.n
-	aRate, cRate := 0.8*float64(msgs)/a.Seconds(), float64(msgs)/c.Seconds()
+	aRate, cRate := median.aRate(), float64(msgs)/c.Seconds()
 	fmt.Printf("%d messages of ~%d bytes (%d updates, about one in five sent twice), %d urls, batches of %d, one partition\n\n", msgs, messageSize, n, urls, batch)
 	fmt.Printf("| measurement | docs/s | machine CPU µs/doc | process CPU µs/doc | redis-server µs/doc |\n|---|---:|---:|---:|---:|\n")
 	fmt.Printf("| (a) raw sarama passthrough, own process | %.0f | %.1f | %.1f | - |\n", aRate, perDoc(aCPU, msgs), perDoc(aProcess, msgs))
@@ -320,8 +320,8 @@ func realistic(ctx context.Context, s servers, redis redisServers, cfg kafka.Con
 			return fmt.Errorf("%s: %w", compression, err)
 		}
 		median := pairs[len(pairs)/2]
-		a, aProcess, aCPU, b := median.a, median.aProcess, median.aCPU, median.b
-		aRate := 0.8 * float64(w.n) / a.Seconds()
+		aProcess, aCPU, b := median.aProcess, median.aCPU, median.b
+		aRate := median.aRate()
 		fmt.Printf("| (a) raw sarama passthrough | %s | %.0f | %.1f | %.0f | %.0f | - | - | - | - |\n", compression, aRate, aRate*mb,
 			float64(aCPU.Microseconds())/float64(w.n), float64(aProcess.Microseconds())/float64(w.n))
 		fmt.Printf("| (b) docexec executor | %s | %.0f | %.1f | %.0f | %.0f | %.1f | %.0f%% | %.0f / %.0f MiB | %s |\n", compression, b.docsPerSec, b.docsPerSec*mb,
@@ -346,8 +346,11 @@ type pair struct {
 	b                 executorResult
 }
 
+// aRate is (a)'s docs/s: the 80% of the input between its 10% and 90% marks.
+func (p pair) aRate() float64 { return 0.8 * float64(p.n) / p.a.Seconds() }
+
 // ratio is (b)'s docs/s over (a)'s.
-func (p pair) ratio() float64 { return p.b.docsPerSec / (0.8 * float64(p.n) / p.a.Seconds()) }
+func (p pair) ratio() float64 { return p.b.docsPerSec / p.aRate() }
 
 // runPair runs (a), publishing to out-<aOut>, then (b) as pool with its
 // own PostgreSQL table. Afterwards it empties Redis and drops the table, so

@@ -206,8 +206,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 // stored before keep their compression. The column is altered once: the
 // statement locks the table.
 func compressTextsWithLZ4(tx *gorm.DB, table string) error {
-	var lz4 bool
-	err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals))`).Scan(&lz4).Error
+	lz4, err := hasLZ4(tx)
 	if err != nil || !lz4 {
 		return err
 	}
@@ -220,6 +219,13 @@ func compressTextsWithLZ4(tx *gorm.DB, table string) error {
 		return fmt.Errorf("compress the texts of %s with lz4: %w", table, err)
 	}
 	return nil
+}
+
+// hasLZ4 says whether the PostgreSQL server can compress with lz4.
+func hasLZ4(db *gorm.DB) (bool, error) {
+	var lz4 bool
+	err := db.Raw(`SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals))`).Scan(&lz4).Error
+	return lz4, err
 }
 
 // keyByHash moves a documents table of the first layout, keyed by the url

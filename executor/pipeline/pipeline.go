@@ -130,7 +130,7 @@ type Engine struct {
 	published atomic.Int64
 }
 
-// New returns an executor of opts' partition; zero options take defaults.
+// New returns the engine of opts' partition; zero options take defaults.
 func New(opts Options, deps Deps) *Engine {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultBatchSize
@@ -154,7 +154,7 @@ func New(opts Options, deps Deps) *Engine {
 	return &Engine{opts: opts, deps: deps}
 }
 
-// Ready reports whether the executor is processing its partition.
+// Ready reports whether the engine is processing its partition.
 func (e *Engine) Ready() bool { return e.ready.Load() }
 
 // Options returns the options the engine runs with, defaults applied.
